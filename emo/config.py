@@ -1,0 +1,299 @@
+"""Model and run configuration: frozen dataclasses with named presets.
+
+One `ModelConfig` describes every component of an EMO/Hallo model. It is stored next to weights and engines
+(`to_dict` / `from_dict`, `config_hash`) and is built from a Hallo golden case's json by `from_hallo`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """SD1.5-style UNet shared by the 2D ReferenceNet and the 3D denoiser."""
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_attention: tuple[bool, ...] = (True, True, True, False)  # CrossAttnDownBlock vs DownBlock
+    up_attention: tuple[bool, ...] = (False, True, True, True)  # UpBlock vs CrossAttnUpBlock
+    layers_per_block: int = 2
+    heads: int = 8  # diffusers' `attention_head_dim`, which SD1.5 uses as the number of heads
+    cross_attention_dim: int = 768
+    in_channels: int = 4
+    out_channels: int = 4
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.block_out_channels[0] * 4
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """AnimateDiff-style temporal modules of the denoiser."""
+
+    heads: int = 8
+    num_layers: int = 1  # transformer blocks per module
+    attention_blocks: int = 2  # "Temporal_Self" attentions per block
+    max_len: int = 32  # temporal positional encoding length (n + f must fit)
+    resolutions: tuple[int, ...] = (1, 2, 4, 8)
+    mid_block: bool = True
+    decoder_only: bool = False
+
+
+@dataclass(frozen=True)
+class AudioAttentionConfig:
+    """Audio cross-attention modules of the denoiser (hierarchical full/face/lip attention)."""
+
+    dim: int = 768  # audio token width
+    stacked_blocks: tuple[str, ...] = ("up", "down", "mid")
+    stacked_depths: tuple[int, ...] = (0, 1, 2, 3)
+
+    def stacked(self, block: str, depth: int) -> bool:
+        return block in self.stacked_blocks and depth in self.stacked_depths
+
+
+@dataclass(frozen=True)
+class AudioProjConfig:
+    seq_len: int = 5  # window of frames (±2)
+    blocks: int = 12  # wav2vec2 hidden states kept
+    channels: int = 768  # wav2vec2 hidden size
+    intermediate_dim: int = 512
+    output_dim: int = 768
+    context_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class ImageProjConfig:
+    cross_attention_dim: int = 768
+    embedding_dim: int = 512  # ArcFace embedding
+    tokens: int = 4
+
+
+@dataclass(frozen=True)
+class FaceLocatorConfig:
+    embedding_channels: int = 320
+    conditioning_channels: int = 3
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """diffusers AutoencoderKL settings (sd-vae-ft-mse by default)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.18215
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """DDIM with zero-terminal-SNR, v-prediction and trailing spacing (Hallo's inference sampler)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "linear"
+    prediction_type: str = "v_prediction"
+    rescale_betas_zero_snr: bool = True
+    timestep_spacing: str = "trailing"
+    steps_offset: int = 1
+    clip_sample: bool = False
+    set_alpha_to_one: bool = True
+    eta: float = 0.0
+
+
+@dataclass(frozen=True)
+class Wav2VecConfig:
+    """The wav2vec2 fields that shape the audio encoder; `to_transformers` fills in the rest."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    conv_dim: tuple[int, ...] = (512,) * 7
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_bias: bool = False
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    feat_extract_norm: str = "group"
+    do_stable_layer_norm: bool = False
+    layer_norm_eps: float = 1e-5
+
+    def to_transformers(self):
+        from transformers import Wav2Vec2Config
+
+        kw = dataclasses.asdict(self)
+        return Wav2Vec2Config(**{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()})
+
+    @classmethod
+    def from_transformers(cls, cfg: dict[str, Any]) -> "Wav2VecConfig":
+        return _from_dict(cls, {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "hallo-sd15"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    audio_attention: AudioAttentionConfig = field(default_factory=AudioAttentionConfig)
+    audioproj: AudioProjConfig = field(default_factory=AudioProjConfig)
+    imageproj: ImageProjConfig = field(default_factory=ImageProjConfig)
+    face_locator: FaceLocatorConfig = field(default_factory=FaceLocatorConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    wav2vec: Wav2VecConfig = field(default_factory=Wav2VecConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, d)
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_hallo(cls, case: dict[str, Any], name: str = "hallo-case") -> "ModelConfig":
+        """Map a Hallo/diffusers config (a golden case's json) onto our config type."""
+        u, extra = case["unet2d"], case["unet3d_extra"]
+        if not extra.get("use_motion_module", True) or not extra.get("use_audio_module", True):
+            raise ValueError("only denoisers with motion and audio modules are supported")
+        if extra.get("unet_use_cross_frame_attention") or extra.get("unet_use_temporal_attention"):
+            raise ValueError("cross-frame / temporal attention in the spatial blocks is not supported")
+        heads = u["attention_head_dim"]
+        if not isinstance(heads, int):
+            raise ValueError("per-block attention_head_dim is not supported")
+        unet = UNetConfig(
+            block_out_channels=tuple(u["block_out_channels"]),
+            down_attention=tuple(t.startswith("CrossAttn") for t in u["down_block_types"]),
+            up_attention=tuple(t.startswith("CrossAttn") for t in u["up_block_types"]),
+            layers_per_block=u["layers_per_block"], heads=heads, cross_attention_dim=u["cross_attention_dim"],
+            in_channels=u["in_channels"], out_channels=u["out_channels"], norm_num_groups=u["norm_num_groups"],
+            norm_eps=u["norm_eps"], flip_sin_to_cos=u["flip_sin_to_cos"], freq_shift=u["freq_shift"],
+            downsample_padding=u["downsample_padding"], mid_block_scale_factor=u["mid_block_scale_factor"],
+        )
+        mk = extra["motion_module_kwargs"]
+        if any(t != "Temporal_Self" for t in mk["attention_block_types"]) or mk.get("temporal_attention_dim_div", 1) != 1:
+            raise ValueError("only Temporal_Self motion attention with dim_div 1 is supported")
+        motion = MotionConfig(
+            heads=mk["num_attention_heads"], num_layers=mk["num_transformer_block"],
+            attention_blocks=len(mk["attention_block_types"]), max_len=mk["temporal_position_encoding_max_len"],
+            resolutions=tuple(extra["motion_module_resolutions"]), mid_block=extra["motion_module_mid_block"],
+            decoder_only=extra["motion_module_decoder_only"],
+        )
+        audio_attention = AudioAttentionConfig(
+            dim=extra["audio_attention_dim"], stacked_blocks=tuple(extra["stack_enable_blocks_name"]),
+            stacked_depths=tuple(extra["stack_enable_blocks_depth"]),
+        )
+        ap, ip, fl, vae, sc = case["audioproj"], case["imageproj"], case["face_locator"], case["vae"], case["scheduler"]
+        return cls(
+            name=name, unet=unet, motion=motion, audio_attention=audio_attention,
+            audioproj=AudioProjConfig(**ap),
+            imageproj=ImageProjConfig(cross_attention_dim=ip["cross_attention_dim"],
+                                      embedding_dim=ip["clip_embeddings_dim"], tokens=ip["clip_extra_context_tokens"]),
+            face_locator=FaceLocatorConfig(embedding_channels=fl["conditioning_embedding_channels"]),
+            vae=VAEConfig(block_out_channels=tuple(vae["block_out_channels"]), layers_per_block=vae["layers_per_block"],
+                          latent_channels=vae["latent_channels"], norm_num_groups=vae["norm_num_groups"],
+                          scaling_factor=vae["scaling_factor"]),
+            scheduler=SchedulerConfig(**{k: v for k, v in sc.items() if k != "name"}),
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Per-render settings (Hallo's inference defaults)."""
+
+    frames: int = 16  # frames per clip
+    motion_frames: int = 2
+    steps: int = 40
+    guidance_scale: float = 3.5
+    motion_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # full / face / lip
+    size: int = 512
+    fps: int = 25
+    sample_rate: int = 16000
+
+    def validate(self, model: ModelConfig | None = None) -> None:
+        """Raise ValueError with a one-line message for settings the model cannot run."""
+        if self.steps <= 0:
+            raise ValueError(f"steps must be > 0 (got {self.steps})")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be > 0 (got {self.fps})")
+        if self.frames <= 0:
+            raise ValueError(f"frames per clip must be > 0 (got {self.frames})")
+        if self.motion_frames < 0:
+            raise ValueError(f"motion frames must be >= 0 (got {self.motion_frames})")
+        if self.size <= 0 or self.size % 64:
+            raise ValueError(f"size must be a positive multiple of 64 (got {self.size})")
+        if self.guidance_scale < 1:
+            raise ValueError(f"guidance scale must be >= 1 (got {self.guidance_scale})")
+        if model is not None and self.frames + self.motion_frames > model.motion.max_len:
+            raise ValueError(f"frames + motion frames must be <= {model.motion.max_len} "
+                             f"(got {self.frames} + {self.motion_frames})")
+
+    @classmethod
+    def from_hallo(cls, case: dict[str, Any]) -> "RunConfig":
+        r = case["run"]
+        if r["width"] != r["height"]:
+            raise ValueError("only square frames are supported (as in the reference)")
+        return cls(frames=r["frames"], motion_frames=r["motion_frames"], steps=r["steps"],
+                   guidance_scale=r["guidance_scale"], motion_scale=tuple(r["motion_scale"]), size=r["width"])
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            v = _from_dict(f.default_factory, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+TINY = ModelConfig(
+    name="tiny",
+    unet=UNetConfig(block_out_channels=(32, 32, 32, 32), cross_attention_dim=64),
+    motion=MotionConfig(),
+    audio_attention=AudioAttentionConfig(dim=64),
+    audioproj=AudioProjConfig(blocks=3, channels=32, intermediate_dim=32, output_dim=64, context_tokens=8),
+    imageproj=ImageProjConfig(cross_attention_dim=64),
+    face_locator=FaceLocatorConfig(embedding_channels=32),
+    vae=VAEConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1),
+    wav2vec=Wav2VecConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                          conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+)
+
+HALLO_SD15 = ModelConfig()
+
+PRESETS: dict[str, ModelConfig] = {"tiny": TINY, "hallo-sd15": HALLO_SD15}
+RUN_PRESETS: dict[str, RunConfig] = {"tiny": RunConfig(size=128, steps=4), "hallo-sd15": RunConfig()}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,126 @@
+"""The 3D denoising UNet: SD1.5 blocks + audio cross-attention + temporal motion modules.
+
+All conditioning is explicit: reference K/V per spatial transformer, motion-frame features for the mid block,
+region masks per resolution level, audio and image tokens, face-locator feature. Frames are folded into the batch
+(`(b f) c h w`) everywhere except inside the motion modules. Batch b is the CFG halves, ordered [uncond, cond].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .audio_attention import AudioTransformer
+from .embeddings import TimestepEmbedding
+from .motion_module import MotionModule
+from .reference_unet import Block2D
+from .transformer import RefKV, SpatialTransformer
+from .unet_layout import BlockSpec, down_blocks, mid_block, up_blocks
+
+
+class Block3D(Block2D):
+    def __init__(self, spec: BlockSpec, cfg: ModelConfig):
+        super().__init__(spec, cfg.unet)
+        u, m, a = cfg.unet, cfg.motion, cfg.audio_attention
+        if spec.attention:
+            stacked = a.stacked(spec.kind, spec.depth)
+            self.audio_modules = nn.ModuleList([
+                AudioTransformer(spec.channels, u.heads * (l.audio_in // u.heads), u.heads, a.dim, u.norm_num_groups,
+                                 stacked) for l in spec.layers])
+        use_motion = m.mid_block if spec.kind == "mid" else (
+            2 ** spec.depth in m.resolutions and not (spec.kind == "down" and m.decoder_only))
+        if use_motion:
+            self.motion_modules = nn.ModuleList([
+                MotionModule(spec.channels, m.heads, m.num_layers, m.attention_blocks, m.max_len)
+                for _ in spec.layers])
+
+
+class DenoisingUNet(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        u = cfg.unet
+        self.cfg = u
+        c0 = u.block_out_channels[0]
+        self.conv_in = nn.Conv2d(u.in_channels, c0, 3, padding=1)
+        self.time_embedding = TimestepEmbedding(c0, u.time_embed_dim, u.flip_sin_to_cos, u.freq_shift)
+        self.down_blocks = nn.ModuleList([Block3D(s, cfg) for s in down_blocks(u)])
+        self.up_blocks = nn.ModuleList([Block3D(s, cfg) for s in up_blocks(u)])
+        self.mid_block = Block3D(mid_block(u), cfg)
+        self.conv_norm_out = nn.GroupNorm(u.norm_num_groups, c0, eps=u.norm_eps)
+        self.conv_out = nn.Conv2d(c0, u.out_channels, 3, padding=1)
+
+    def spatial_transformers(self) -> list[SpatialTransformer]:
+        """The spatial transformers in execution order (pairs with ReferenceUNet's records)."""
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        return [t for b in blocks if b.spec.attention for t in b.attentions]
+
+    def reference_kv(self, records: list[torch.Tensor]) -> list[RefKV]:
+        """Reference tokens (v, l, c) per transformer -> their self-attention keys/values, (v, heads, l, d) each."""
+        return [t.transformer_blocks[0].attn1.kv(r) for t, r in zip(self.spatial_transformers(), records)]
+
+    def forward(
+        self,
+        sample: torch.Tensor,  # (b, 4, f, h, w) noisy latents, b = [uncond, cond]
+        timestep: torch.Tensor,  # () or (b,)
+        image_tokens: torch.Tensor,  # (b, t_img, c_ctx)
+        audio_tokens: torch.Tensor,  # (b, f, t_audio, c_audio)
+        face_feature: torch.Tensor,  # (b, c0, h, w) face-locator output (zeros for uncond)
+        masks: list[torch.Tensor],  # per level: (3, h_l*w_l) full / face / lip
+        ref_kv: list[RefKV],  # per spatial transformer: keys, values for the cond frames, (f, heads, l, d)
+        motion_feats: torch.Tensor,  # (b, n, c_mid, h_mid, w_mid) motion-frame features for the mid block
+        motion_scale: torch.Tensor,  # (3,) full / face / lip weights (applied in the mid block, as the reference)
+    ) -> torch.Tensor:
+        """-> model output (b, 4, f, h, w)."""
+        b, _, f, hh, ww = sample.shape
+        x = sample.transpose(1, 2).reshape(b * f, -1, hh, ww)  # b c f h w -> (b f) c h w
+        temb = self.time_embedding(timestep.reshape(-1).expand(b), x.dtype).repeat_interleave(f, dim=0)
+        context = image_tokens.repeat_interleave(f, dim=0)  # b t c -> (b f) t c
+        audio = audio_tokens.reshape(b * f, *audio_tokens.shape[2:])  # b f t c -> (b f) t c
+        x = self.conv_in(x)
+        x = (x.view(b, f, *x.shape[1:]) + face_feature[:, None]).view(b * f, *x.shape[1:])
+        kv = iter(ref_kv)
+
+        def layer(block: Block3D, j: int, x: torch.Tensor) -> torch.Tensor:
+            x = block.resnets[j](x, temb)
+            if block.spec.attention:
+                x, _ = block.attentions[j](x, context, next(kv))
+                x = block.audio_modules[j](x, audio, masks[block.spec.depth], None)
+            if hasattr(block, "motion_modules"):
+                x = block.motion_modules[j](x, f)
+            return x
+
+        skips = [x]
+        for block in self.down_blocks:
+            for j in range(len(block.resnets)):
+                x = layer(block, j, x)
+                skips.append(x)
+            if block.spec.resample:
+                x = block.downsamplers[0](x)
+                skips.append(x)
+
+        mid = self.mid_block
+        x = mid.resnets[0](x, temb)
+        x, _ = mid.attentions[0](x, context, next(kv))
+        x = mid.audio_modules[0](x, audio, masks[mid.spec.depth], motion_scale)
+        if hasattr(mid, "motion_modules"):
+            x = self._motion_with_frames(mid.motion_modules[0], x, motion_feats, b, f)
+        x = mid.resnets[1](x, temb)
+
+        for block in self.up_blocks:
+            for j in range(len(block.resnets)):
+                x = layer(block, j, torch.cat([x, skips.pop()], dim=1))
+            if block.spec.resample:
+                x = block.upsamplers[0](x, skips[-1].shape[-2:])
+
+        x = self.conv_out(F.silu(self.conv_norm_out(x)))
+        return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b f) c h w -> b c f h w
+
+    @staticmethod
+    def _motion_with_frames(module: MotionModule, x: torch.Tensor, motion_feats: torch.Tensor, b: int, f: int
+                            ) -> torch.Tensor:
+        """Run the temporal module over [motion frames ‖ clip frames] and keep the clip frames."""
+        n = motion_feats.shape[1]
+        h = torch.cat([motion_feats.to(x.dtype), x.view(b, f, *x.shape[1:])], dim=1)  # b (n+f) c h w
+        h = module(h.reshape(b * (n + f), *x.shape[1:]), n + f)
+        return h.view(b, n + f, *x.shape[1:])[:, n:].reshape(b * f, *x.shape[1:])

@@ -1,0 +1,83 @@
+"""ReferenceNet: the 2D SD1.5 UNet run at t = 0 on reference / motion-frame latents.
+
+Its only product is the `norm1` output of every spatial transformer (the "records"), which the denoiser turns
+into reference keys/values and motion-frame features. Nothing after the last needed record is computed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import UNetConfig
+from .embeddings import TimestepEmbedding
+from .resnet import Downsample, ResnetBlock, Upsample
+from .transformer import SpatialTransformer
+from .unet_layout import BlockSpec, down_blocks, mid_block, up_blocks
+
+
+class Block2D(nn.Module):
+    def __init__(self, spec: BlockSpec, cfg: UNetConfig):
+        super().__init__()
+        t, g, eps = cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps
+        scale = cfg.mid_block_scale_factor if spec.kind == "mid" else 1.0
+        c = spec.channels
+        if spec.kind == "mid":
+            self.resnets = nn.ModuleList([ResnetBlock(c, c, t, g, eps, scale), ResnetBlock(c, c, t, g, eps, scale)])
+        else:
+            self.resnets = nn.ModuleList([ResnetBlock(l.resnet_in, c, t, g, eps, scale) for l in spec.layers])
+        if spec.attention:
+            self.attentions = nn.ModuleList(
+                [SpatialTransformer(c, cfg.heads, cfg.cross_attention_dim, g) for _ in spec.layers])
+        if spec.resample and spec.kind == "down":
+            self.downsamplers = nn.ModuleList([Downsample(c, cfg.downsample_padding)])
+        if spec.resample and spec.kind == "up":
+            self.upsamplers = nn.ModuleList([Upsample(c)])
+        self.spec = spec
+
+
+class ReferenceUNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        c0 = cfg.block_out_channels[0]
+        self.conv_in = nn.Conv2d(cfg.in_channels, c0, 3, padding=1)
+        self.time_embedding = TimestepEmbedding(c0, cfg.time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
+        self.down_blocks = nn.ModuleList([Block2D(s, cfg) for s in down_blocks(cfg)])
+        self.up_blocks = nn.ModuleList([Block2D(s, cfg) for s in up_blocks(cfg)])
+        self.mid_block = Block2D(mid_block(cfg), cfg)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, up_to_mid: bool = False) -> list[torch.Tensor]:
+        """latents (N, 4, h, w), context (N, t, c_ctx) -> records [(N, h_k*w_k, c_k)] in execution order.
+
+        With `up_to_mid` only the down and mid blocks run (enough for motion-frame features).
+        """
+        temb = self.time_embedding(torch.zeros(latents.shape[0], device=latents.device), latents.dtype)
+        records: list[torch.Tensor] = []
+        x = self.conv_in(latents)
+        skips = [x]
+        for block in self.down_blocks:
+            for j, resnet in enumerate(block.resnets):
+                x = resnet(x, temb)
+                if block.spec.attention:
+                    x, rec = block.attentions[j](x, context)
+                    records.append(rec)
+                skips.append(x)
+            if block.spec.resample:
+                x = block.downsamplers[0](x)
+                skips.append(x)
+        mid = self.mid_block
+        x = mid.resnets[0](x, temb)
+        x, rec = mid.attentions[0](x, context)
+        records.append(rec)
+        if up_to_mid:
+            return records
+        x = mid.resnets[1](x, temb)
+        for block in self.up_blocks:
+            for j, resnet in enumerate(block.resnets):
+                x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+                if block.spec.attention:
+                    x, rec = block.attentions[j](x, context)
+                    records.append(rec)
+            if block.spec.resample:
+                x = block.upsamplers[0](x, skips[-1].shape[-2:])
+        return records

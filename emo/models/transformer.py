@@ -1,0 +1,63 @@
+"""Spatial transformer of the UNets: self-attention (optionally extended by reference K/V), image cross-attention, FF.
+
+The ReferenceNet records each block's `norm1` output; the denoiser's matching block appends the reference image's
+keys/values to the self-attention of the cond half. Both are explicit tensors here, not module state.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import Attention, FeedForward, attention
+
+RefKV = tuple[torch.Tensor, torch.Tensor]  # keys, values of the reference tokens for the cond frames: (fc, h, l, d)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, head_dim, context_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim)
+
+    def self_attention(self, x: torch.Tensor, ref_kv: RefKV | None) -> torch.Tensor:
+        """Plain self-attention, or, with `ref_kv`, [own ‖ reference] keys for the last fc rows (the cond half)."""
+        if ref_kv is None:
+            return self.attn1(x)
+        k_ref, v_ref = ref_kv
+        fu = x.shape[0] - k_ref.shape[0]  # uncond rows attend to their own tokens only
+        q, (k, v) = self.attn1.split_heads(self.attn1.to_q(x)), self.attn1.kv(x)
+        out_u = attention(q[:fu], k[:fu], v[:fu])
+        out_c = attention(q[fu:], torch.cat([k[fu:], k_ref], dim=2), torch.cat([v[fu:], v_ref], dim=2))
+        return self.attn1.to_out(self.attn1.merge_heads(torch.cat([out_u, out_c])))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, ref_kv: RefKV | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (b, l, c), context (b, t, c_ctx) -> (output, norm1 record (b, l, c))."""
+        n = self.norm1(x)
+        x = self.self_attention(n, ref_kv) + x
+        x = self.attn2(self.norm2(x), context) + x
+        return self.ff(self.norm3(x)) + x, n
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm -> 1x1 conv in -> one TransformerBlock -> 1x1 conv out, residual."""
+
+    def __init__(self, channels: int, heads: int, context_dim: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(channels, heads, channels // heads, context_dim)])
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, ref_kv: RefKV | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) -> (output (B, C, H, W), norm1 record (B, H*W, C))."""
+        b, c, hh, ww = x.shape
+        h = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, hh * ww, c)  # b c h w -> b (h w) c
+        h, record = self.transformer_blocks[0](h, context, ref_kv)
+        h = h.reshape(b, hh, ww, c).permute(0, 3, 1, 2)  # b (h w) c -> b c h w
+        return self.proj_out(h) + x, record

@@ -1,0 +1,53 @@
+"""Reference-image and motion-frame features, with the reference code's exact context pairing.
+
+Hallo runs the ReferenceNet once per clip on the batch [ref, m1..mn, ref, m1..mn] with the cross-attention context
+[uncond, cond] repeated to the batch size, so image i is paired with context i mod 2. The denoiser's cond half
+then reads, for frame j of the clip, the reference record of image ((f + j) mod 2)·(1 + n) (the bank is tiled, not
+interleaved), and each half b reads the records of its own motion frames.
+
+The ReferenceNet is 2D, so every image in that batch is independent: here the two reference records are computed
+once per video and only the n motion frames (down and mid blocks) once per clip. The numbers are the same.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..models.denoising_unet import DenoisingUNet
+from ..models.reference_unet import ReferenceUNet
+from ..models.transformer import RefKV
+from ..models.unet_layout import mid_record_index
+
+
+def reference_kv(refnet: ReferenceUNet, denoiser: DenoisingUNet, ref_latent: torch.Tensor, tokens: torch.Tensor,
+                 motion_frames: int) -> list[RefKV]:
+    """Reference-image keys/values per spatial transformer: (2, heads, l, d) each.
+
+    ref_latent (1, 4, h, w); tokens (2, t, c) = [uncond, cond] image tokens. Entry 0 is the reference paired with
+    context 0 (image 0 of Hallo's batch), entry 1 paired with context (1 + n) mod 2 (image 1 + n).
+    """
+    ctx = tokens[[0, (1 + motion_frames) % 2]]
+    records = refnet(ref_latent.expand(2, -1, -1, -1), ctx)
+    return denoiser.reference_kv(records)
+
+
+def frame_reference_kv(kv: list[RefKV], frames: int) -> list[RefKV]:
+    """Arrange the two reference entries per cond frame: frame j reads entry (f + j) mod 2 -> (f, heads, l, d)."""
+    idx = (frames + torch.arange(frames, device=kv[0][0].device)) % 2
+    return [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv]
+
+
+def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mid-block features of the motion frames per CFG half: (2, n, c, h_mid, w_mid).
+
+    motion_latents (n, 4, h, w). Half b's frame s is Hallo's image b·(1+n) + s, paired with that index mod 2.
+    """
+    n = motion_latents.shape[0]
+    cfg = refnet.cfg
+    c = cfg.block_out_channels[-1]
+    hm = motion_latents.shape[-1] // 2 ** (len(cfg.block_out_channels) - 1)
+    if n == 0:
+        return motion_latents.new_zeros(2, 0, c, hm, hm)
+    index = torch.arange(1, n + 1, device=tokens.device)
+    ctx = tokens[torch.cat([index % 2, (index + 1 + n) % 2])]
+    rec = refnet(motion_latents.repeat(2, 1, 1, 1), ctx, up_to_mid=True)[mid_record_index(cfg)]
+    return rec.view(2, n, hm, hm, c).permute(0, 1, 4, 2, 3)  # (b s) (h w) c -> b s c h w
