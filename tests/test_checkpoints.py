@@ -30,7 +30,10 @@ def _real_layout() -> dict[str, tuple[int, ...]]:
     return out
 
 
-@pytest.mark.skipif(not KEYS_TSV.is_file(), reason="no hallo_sd15_net_keys.tsv in the golden dir")
+needs_keys = pytest.mark.skipif(not KEYS_TSV.is_file(), reason="no hallo_sd15_net_keys.tsv in the golden dir")
+
+
+@needs_keys
 def test_sd15_preset_accepts_exactly_the_real_net_pth_layout():
     layout = _real_layout()
     assert len(layout) == 2656
@@ -88,6 +91,7 @@ def test_wrong_shape_is_named(tmp_path, tiny_net):
     assert "denoising_unet.conv_in.weight (7, 4, 3, 3) != (32, 4, 3, 3)" in msg
 
 
+@needs_keys
 def test_sd15_checkpoint_refused_by_tiny_model():
     meta_sd = {name: torch.empty(shape, device="meta") for name, shape in _real_layout().items()}
     with pytest.raises(CheckpointError, match="misshaped"):
