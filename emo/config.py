@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -233,21 +235,21 @@ class RunConfig:
     sample_rate: int = 16000
 
     def validate(self, model: ModelConfig | None = None) -> None:
-        """Raise ValueError with a one-line message for settings the model cannot run."""
+        """Raise InputError with a one-line message for settings the model cannot run."""
         if self.steps <= 0:
-            raise ValueError(f"steps must be > 0 (got {self.steps})")
+            raise InputError(f"steps must be > 0 (got {self.steps})")
         if self.fps <= 0:
-            raise ValueError(f"fps must be > 0 (got {self.fps})")
+            raise InputError(f"fps must be > 0 (got {self.fps})")
         if self.frames <= 0:
-            raise ValueError(f"frames per clip must be > 0 (got {self.frames})")
+            raise InputError(f"frames per clip must be > 0 (got {self.frames})")
         if self.motion_frames < 0:
-            raise ValueError(f"motion frames must be >= 0 (got {self.motion_frames})")
+            raise InputError(f"motion frames must be >= 0 (got {self.motion_frames})")
         if self.size <= 0 or self.size % 64:
-            raise ValueError(f"size must be a positive multiple of 64 (got {self.size})")
+            raise InputError(f"size must be a positive multiple of 64 (got {self.size})")
         if self.guidance_scale < 1:
-            raise ValueError(f"guidance scale must be >= 1 (got {self.guidance_scale})")
+            raise InputError(f"guidance scale must be >= 1 (got {self.guidance_scale})")
         if model is not None and self.frames + self.motion_frames > model.motion.max_len:
-            raise ValueError(f"frames + motion frames must be <= {model.motion.max_len} "
+            raise InputError(f"frames + motion frames must be <= {model.motion.max_len} "
                              f"(got {self.frames} + {self.motion_frames})")
 
     @classmethod

@@ -59,7 +59,7 @@ class AudioEncoder(nn.Module):
         from transformers import Wav2Vec2Model
 
         tcfg = cfg.to_transformers()
-        tcfg._attn_implementation = "eager"
+        tcfg._attn_implementation = "sdpa"  # no (T, T) attention matrix: long audio stays cheap
         self.cfg = cfg
         self.model = Wav2Vec2Model(tcfg).eval()
 

@@ -5,6 +5,7 @@ This is the semantic reference for every backend: the same inputs and initial no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -76,16 +77,18 @@ def denoiser_output(net: HalloNet, clip: ClipConditioning, model_input: torch.Te
                               clip.ref_kv, clip.motion_feats, motion_scale)
 
 
-def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor
-            ) -> torch.Tensor:
-    """CFG + DDIM loop from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w)."""
+def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor,
+            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """CFG + DDIM loop from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w); on_step(i) after step i."""
     sched = DDIM(cfg.scheduler, run.steps)
     scale = torch.tensor(run.motion_scale, dtype=init_noise.dtype, device=init_noise.device)
     latents = init_noise * sched.init_noise_sigma
-    for t in sched.timesteps.tolist():
+    for i, t in enumerate(sched.timesteps.tolist()):
         t_in = torch.tensor(t, device=latents.device)
         uncond, cond = denoiser_output(net, clip, torch.cat([latents, latents]), t_in, scale).chunk(2)
         latents = sched.step(uncond + run.guidance_scale * (cond - uncond), t, latents)
+        if on_step is not None:
+            on_step(i)
     return latents
 
 

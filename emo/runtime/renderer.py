@@ -1,0 +1,175 @@
+"""The renderer: load once, render many; image + voice -> frames of any length, clip by clip.
+
+Clips are chained as the reference does: the first clip's motion frames are the reference image repeated n times,
+later ones the last n decoded frames of the previous clip. Frames leave the renderer clip by clip (streaming), so
+memory stays flat however long the audio is.
+
+Thread safety: one Renderer may be shared by threads; calls that run the model are serialised by a lock (the
+modules and their buffers are shared), so concurrent results equal serial ones.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..errors import InputError
+from ..media.audio import load_audio
+from ..media.mp4 import Mp4Writer, check_output_path, temporary_sibling
+from ..preprocess.audio_features import compute_audio_features, frame_count, window_features
+from ..preprocess.face import HaarFaceDetector
+from ..preprocess.image import load_image
+from ..preprocess.portrait import Portrait, prepare_portrait
+from ..sampling.clip import decode_frames, denoise, prepare_clip, prepare_video
+from .models import Models, demo_models, load_model_dir
+
+
+@dataclass(frozen=True)
+class Progress:
+    clip: int  # 0-based
+    clips: int
+    step: int  # steps done in this clip
+    steps: int
+    frames_done: int
+    frames_total: int
+    elapsed: float
+
+
+@dataclass
+class Prepared:
+    portrait: Portrait
+    windows: torch.Tensor  # (padded_frames, 5, layers, hidden) windowed audio features
+    frames: int  # ceil(seconds · fps): frames in the output
+    audio_path: Path
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    seconds: float
+    faces_found: int
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, dtype)
+    if not isinstance(dt, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r} (choose fp32, fp16 or bf16)")
+    if dt == torch.float16 and device.type == "cpu":
+        raise InputError("fp16 needs a GPU (--device cuda); use fp32 or bf16 on the CPU")
+    return dt
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+class Renderer:
+    def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32",
+                 face_expand_ratio: float = 1.2, crop_scale: float = 2.0):
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.models = models.to(self.device, self.dtype)
+        self.cfg = models.cfg
+        self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
+        self.detector = HaarFaceDetector()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path, **kw) -> "Renderer":
+        return cls(load_model_dir(path), **kw)
+
+    @classmethod
+    def demo(cls, seed: int = 0, **kw) -> "Renderer":
+        return cls(demo_models(seed), **kw)
+
+    def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
+        """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
+        run.validate(self.cfg)
+        portrait = prepare_portrait(load_image(image), run.size, run.size // self.cfg.vae.downscale, self.detector,
+                                    self.face_expand_ratio, self.crop_scale, source=str(image))
+        samples = load_audio(audio, run.sample_rate)
+        if samples.shape[0] < run.sample_rate / run.fps:
+            raise InputError(f"audio {audio} is shorter than one video frame "
+                             f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
+        with self._lock:
+            feats, frames = compute_audio_features(self.models.audio_encoder, samples, run.fps, run.frames,
+                                                   run.sample_rate)
+        assert frames == frame_count(samples.shape[0], run.sample_rate, run.fps)
+        return Prepared(portrait, window_features(feats.float().cpu()), frames, Path(audio))
+
+    @torch.no_grad()
+    def stream(self, prepared: Prepared, run: RunConfig, seed: int = 0,
+               progress: Callable[[Progress], None] | None = None) -> Iterator[np.ndarray]:
+        """Yield each clip's frames as float32 (k, H, W, 3) in [0, 1], trimmed to the audio's length."""
+        net, vae, cfg = self.models.net, self.models.vae, self.cfg
+        dev, dt = self.device, self.dtype
+        f, n, p = run.frames, run.motion_frames, prepared.portrait
+        clips = prepared.windows.shape[0] // f
+        latent = run.size // cfg.vae.downscale
+        gen = torch.Generator().manual_seed(seed)
+        start, done = time.perf_counter(), 0
+        with self._lock:
+            video = prepare_video(net, vae, cfg, p.pixels.to(dev, dt), p.face_emb.to(dev, dt),
+                                  p.face_region.to(dev, dt), [m.to(dev, dt) for m in p.masks], n)
+            motion = p.pixels.to(dev, dt).expand(n, -1, -1, -1)
+            for c in range(clips):
+                tokens = net.audioproj(prepared.windows[c * f:(c + 1) * f][None].to(dev, dt))[0]
+                clip = prepare_clip(net, vae, cfg, video, motion, tokens)
+                noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen).to(dev, dt)
+
+                def on_step(i: int, c: int = c) -> None:
+                    if progress is not None:
+                        progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
+                                          time.perf_counter() - start))
+
+                latents = denoise(net, cfg, run, clip, noise, on_step)
+                frames = decode_frames(vae, latents, cfg.vae.scaling_factor).float()  # (f, 3, H, W) in [0, 1]
+                if n:
+                    motion = frames[-n:].to(dt) * 2 - 1
+                keep = min(f, prepared.frames - done)
+                done += keep
+                yield frames[:keep].permute(0, 2, 3, 1).cpu().numpy()  # f c h w -> f h w c
+
+    def render(self, image: str | Path, audio: str | Path, output: str | Path, run: RunConfig, seed: int = 0,
+               frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None
+               ) -> RenderResult:
+        """Render to an MP4 (H.264 + the original audio as AAC); optionally also the raw frames as .npy."""
+        output = check_output_path(output)
+        if frames_out is not None:
+            frames_out = check_output_path(frames_out)
+        prepared = self.prepare(image, audio, run)
+        start = time.perf_counter()
+        raw = None
+        if frames_out is not None:
+            raw_tmp = temporary_sibling(Path(frames_out))
+            raw = np.lib.format.open_memmap(raw_tmp, mode="w+", dtype=np.float32,
+                                            shape=(prepared.frames, run.size, run.size, 3))
+        try:
+            written = 0
+            with Mp4Writer(output, run.fps, run.size, prepared.audio_path) as writer:
+                for frames in self.stream(prepared, run, seed, progress):
+                    writer.write(np.round(frames * 255).astype(np.uint8))
+                    if raw is not None:
+                        raw[written:written + len(frames)] = frames
+                    written += len(frames)
+            if raw is not None:
+                raw.flush()
+                del raw
+                os.replace(raw_tmp, frames_out)
+        finally:
+            if frames_out is not None:
+                Path(raw_tmp).unlink(missing_ok=True)
+        return RenderResult(output, written, time.perf_counter() - start, prepared.portrait.faces_found)
