@@ -111,7 +111,7 @@ def test_pickle_with_code_is_refused(tmp_path, writer, capsys):
     else:
         with open(path, "wb") as f:
             pickle.dump({"x": _Payload()}, f)
-    with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
+    with pytest.raises(CheckpointError, match="not a weights-only (torch )?checkpoint"):
         read_weights(path)
     assert "code ran" not in capsys.readouterr().out
 
@@ -120,7 +120,7 @@ def test_pickle_with_code_is_refused(tmp_path, writer, capsys):
 def test_corrupt_file_is_refused(tmp_path, content):
     path = tmp_path / "net.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint|not a weights-only"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         read_weights(path)
 
 

@@ -25,8 +25,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         sd = _torch_load(path)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} is not a weights-only checkpoint (refusing to unpickle code): "
-                              f"{str(e).splitlines()[0]}") from None
+        if "Unsupported global" in str(e):
+            culprit = next(ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln).split(" was ")[0]
+            raise CheckpointError(f"{path} is not a weights-only checkpoint, refusing to unpickle code "
+                                  f"({culprit.removeprefix('WeightsUnpickler error: ')})") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, or not a weights-only torch checkpoint") from None
     except Exception as e:  # corrupt / truncated files surface as many exception types
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
