@@ -40,7 +40,7 @@ def test_three_clips_chain_through_motion_frames(renderer, inputs):
     assert [len(c) for c in clips] == [4, 4, 3]  # trimmed to ceil(seconds * fps)
 
     # Recompute clip 2 on its own: motion frames = the last 2 frames clip 1 produced, noise = the generator's 2nd draw.
-    m = renderer.models
+    m = renderer.backend.models
     p = prepared.portrait
     gen = torch.Generator().manual_seed(7)
     shape = (1, 4, RUN.frames, 8, 8)

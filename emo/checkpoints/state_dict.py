@@ -73,3 +73,17 @@ def load_into(module: nn.Module, sd: dict[str, torch.Tensor], rename: Callable[[
         mapped = {k: v.to(dtype) if v.is_floating_point() else v for k, v in mapped.items()}
     module.load_state_dict(mapped, strict=True, assign=True)
     return module
+
+
+def weights_hash(*modules: nn.Module) -> str:
+    """Content hash of every parameter and buffer (names, dtypes, shapes, bytes): identifies the weights an
+    engine was exported from, whatever file they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, module in enumerate(modules):
+        for name, t in sorted(module.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{i}:{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
-from pathlib import Path
 
-from ..checkpoints.state_dict import CheckpointError
 from ..config import RUN_PRESETS, RunConfig
 from ..errors import InputError
+from .common import run_main
 from .progress import ProgressLine
 
 PROG = "emo-run"
@@ -20,10 +19,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", help="portrait image (PNG, JPEG, WebP, ...)")
     p.add_argument("audio", nargs="?", help="voice track (WAV, MP3, M4A, FLAC, OGG, or a video's audio)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--models", metavar="DIR", help="model directory in Hallo's pretrained_models layout")
     src.add_argument("--demo", action="store_true",
-                     help="tiny random model; built-in image and voice unless IMAGE and AUDIO are given")
+                     help="tiny random model (or, with --engine-dir, its export) and demo settings; built-in image "
+                          "and voice unless IMAGE and AUDIO are given")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="auto: onnxruntime when --engine-dir is given, else torch")
+    p.add_argument("--engine-dir", metavar="DIR", help="graphs made by emo-export (for --backend onnxruntime)")
     p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {RUN_PRESETS['tiny'].steps})")
     p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
     p.add_argument("--fps", type=int, default=d.fps)
@@ -33,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-frames", type=int, default=d.motion_frames)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
+                   help="torch: fp32 (default), fp16 or bf16; onnxruntime: must match the exported graphs")
     p.add_argument("--face-expand-ratio", type=float, default=1.2, help="face-region box scale (Hallo: 1.2)")
     p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary")
@@ -41,9 +45,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> int:
+def _renderer(args: argparse.Namespace):
     from ..runtime.renderer import Renderer
 
+    backend = args.backend
+    if backend == "auto":
+        backend = "onnxruntime" if args.engine_dir else "torch"
+    if backend == "onnxruntime":
+        if not args.engine_dir:
+            raise InputError("--backend onnxruntime needs --engine-dir DIR (make one with emo-export)")
+        if args.models:
+            raise InputError("the onnxruntime backend reads its weights from --engine-dir; drop --models")
+        renderer = Renderer.from_engine_dir(args.engine_dir, "cpu" if args.device == "auto" else args.device,
+                                            face_expand_ratio=args.face_expand_ratio)
+        exported = renderer.backend.manifest.precision
+        if args.dtype not in (None, exported):
+            raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
+        return renderer
+    if args.engine_dir:
+        raise InputError("--engine-dir is for the onnxruntime backend")
+    if not (args.models or args.demo):
+        raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
+    kw = dict(device=args.device, dtype=args.dtype or "fp32", face_expand_ratio=args.face_expand_ratio)
+    return Renderer.demo(**kw) if args.demo else Renderer.from_model_dir(args.models, **kw)
+
+
+def _run(args: argparse.Namespace) -> int:
     preset = RUN_PRESETS["tiny" if args.demo else "hallo-sd15"]
     run = RunConfig(frames=args.frames_per_clip, motion_frames=args.motion_frames,
                     steps=args.steps if args.steps is not None else preset.steps,
@@ -58,8 +85,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError("IMAGE and AUDIO are required (or use --demo)")
         assets = resources.files("emo") / "assets"
         image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")
-    kw = dict(device=args.device, dtype=args.dtype, face_expand_ratio=args.face_expand_ratio)
-    renderer = Renderer.demo(args.seed, **kw) if args.demo else Renderer.from_model_dir(args.models, **kw)
+    renderer = _renderer(args)
     progress = ProgressLine() if not args.quiet else None
     try:
         result = renderer.render(image, audio, args.output, run, seed=args.seed, frames_out=args.frames_out,
@@ -76,22 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
-        return 130
-    except (InputError, CheckpointError) as e:
-        if args.verbose:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # an unexpected failure still gets one line unless --verbose
-        if args.verbose:
-            raise
-        print(f"{PROG}: error: {type(e).__name__}: {e} (rerun with --verbose for details)", file=sys.stderr)
-        return 1
+    return run_main(PROG, _run, _parser().parse_args(argv), interrupted="interrupted; no output written")
 
 
 if __name__ == "__main__":

@@ -56,10 +56,15 @@ def up_blocks(cfg: UNetConfig) -> list[BlockSpec]:
     return specs
 
 
+def transformer_specs(cfg: UNetConfig) -> list[BlockSpec]:
+    """The block of each spatial transformer, in execution order (one entry per reference record / K/V pair)."""
+    blocks = down_blocks(cfg) + [mid_block(cfg)] + up_blocks(cfg)
+    return [b for b in blocks if b.attention for _ in b.layers]
+
+
 def transformer_count(cfg: UNetConfig) -> int:
     """Number of spatial transformers (= reference records / reference K/V entries)."""
-    blocks = down_blocks(cfg) + [mid_block(cfg)] + up_blocks(cfg)
-    return sum(len(b.layers) for b in blocks if b.attention)
+    return len(transformer_specs(cfg))
 
 
 def mid_record_index(cfg: UNetConfig) -> int:

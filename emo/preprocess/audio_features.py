@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,6 +45,22 @@ def window_features(emb: torch.Tensor, radius: int = 2) -> torch.Tensor:
     return emb[idx]
 
 
+def resample_frames(feats: torch.Tensor, num_frames: int | torch.Tensor) -> torch.Tensor:
+    """Linear resampling along time with align_corners=True (F.interpolate's formula): (1, C, T) -> (1, C, frames).
+
+    Written with gathers so that `num_frames` may be a tensor: the exported audio encoder takes it as an input.
+    """
+    t_in = feats.shape[-1]
+    n = torch.as_tensor(num_frames, device=feats.device).reshape(())
+    scale = (t_in - 1) / (n - 1).clamp(min=1).to(torch.float32)
+    src = torch.arange(n, device=feats.device).to(torch.float32) * scale  # (frames,) source positions
+    lo = src.floor().clamp(max=t_in - 1)
+    w = (src - lo).to(feats.dtype)
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=t_in - 1)
+    return feats.index_select(-1, lo) * (1 - w) + feats.index_select(-1, hi) * w
+
+
 def _map_wav2vec_name(name: str) -> str:
     name = name.removeprefix("wav2vec2.")
     return LEGACY_WAV2VEC_NAMES.get(name, name)
@@ -64,11 +81,12 @@ class AudioEncoder(nn.Module):
         self.model = Wav2Vec2Model(tcfg).eval()
 
     @torch.no_grad()
-    def forward(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Normalised waveform (S,) -> per-frame features of every encoder layer (num_frames, layers, hidden)."""
+    def forward(self, waveform: torch.Tensor, num_frames: int | torch.Tensor) -> torch.Tensor:
+        """Normalised waveform (S,) or (1, S) -> per-frame features of every encoder layer (num_frames, layers, hidden)."""
         m = self.model
-        feats = m.feature_extractor(waveform[None])  # (1, C, T_cnn)
-        feats = F.interpolate(feats, size=num_frames, mode="linear", align_corners=True).transpose(1, 2)  # 1 f c
+        param = m.feature_projection.projection.weight
+        feats = m.feature_extractor(waveform.reshape(1, -1).to(param.device, param.dtype))  # (1, C, T_cnn)
+        feats = resample_frames(feats, num_frames).transpose(1, 2)  # 1 c f -> 1 f c
         h, _ = m.feature_projection(feats)
         enc = m.encoder
         h = enc.layer_norm(h + enc.pos_conv_embed(h))
@@ -103,7 +121,7 @@ class AudioEncoder(nn.Module):
         return cls.from_state_dict(cfg, read_weights(weights), f"wav2vec2 weights {weights}")
 
 
-def compute_audio_features(encoder: AudioEncoder, waveform_16k: np.ndarray | torch.Tensor, fps: int,
+def compute_audio_features(encoder: Callable[[torch.Tensor, int], torch.Tensor], waveform_16k: np.ndarray | torch.Tensor, fps: int,
                            clip_length: int, sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
     """Mono waveform -> (features (padded_frames, layers, hidden), frames covering the audio).
 
@@ -117,5 +135,4 @@ def compute_audio_features(encoder: AudioEncoder, waveform_16k: np.ndarray | tor
         extra = clip_length - frames % clip_length
         x = F.pad(x, (0, extra * (sample_rate // fps)))
         padded += extra
-    param = next(encoder.parameters())
-    return encoder(x.to(param.device, param.dtype), padded), frames
+    return encoder(x, padded), frames

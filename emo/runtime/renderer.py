@@ -27,8 +27,10 @@ from ..preprocess.audio_features import compute_audio_features, frame_count, win
 from ..preprocess.face import HaarFaceDetector
 from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
-from ..sampling.clip import decode_frames, denoise, prepare_clip, prepare_video
-from .models import Models, demo_models, load_model_dir
+from ..sampling.clip import sample
+from ..sampling.ddim import DDIM
+from .backend import Backend, TorchBackend
+from .models import demo_models, load_model_dir
 
 
 @dataclass(frozen=True)
@@ -58,42 +60,30 @@ class RenderResult:
     faces_found: int
 
 
-def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, dtype)
-    if not isinstance(dt, torch.dtype):
-        raise InputError(f"unknown dtype {dtype!r} (choose fp32, fp16 or bf16)")
-    if dt == torch.float16 and device.type == "cpu":
-        raise InputError("fp16 needs a GPU (--device cuda); use fp32 or bf16 on the CPU")
-    return dt
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but no CUDA GPU is available")
-    return dev
-
-
 class Renderer:
-    def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32",
-                 face_expand_ratio: float = 1.2, crop_scale: float = 2.0):
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
-        self.models = models.to(self.device, self.dtype)
-        self.cfg = models.cfg
+    def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0):
+        self.backend = backend
+        self.cfg = backend.cfg
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
         self.detector = HaarFaceDetector()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, **kw) -> "Renderer":
-        return cls(load_model_dir(path), **kw)
+    def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
+        """Eager torch on Hallo's `pretrained_models` layout."""
+        return cls(TorchBackend(load_model_dir(path), device, dtype), **kw)
 
     @classmethod
-    def demo(cls, seed: int = 0, **kw) -> "Renderer":
-        return cls(demo_models(seed), **kw)
+    def demo(cls, seed: int = 0, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
+        """Eager torch on the tiny seeded random model."""
+        return cls(TorchBackend(demo_models(seed), device, dtype), **kw)
+
+    @classmethod
+    def from_engine_dir(cls, path: str | Path, device: str = "cpu", **kw) -> "Renderer":
+        """ONNX Runtime on the graphs of an emo-export directory."""
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return cls(OnnxRuntimeBackend(path, device), **kw)
 
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
@@ -105,40 +95,38 @@ class Renderer:
             raise InputError(f"audio {audio} is shorter than one video frame "
                              f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
         with self._lock:
-            feats, frames = compute_audio_features(self.models.audio_encoder, samples, run.fps, run.frames,
+            feats, frames = compute_audio_features(self.backend.audio_features, samples, run.fps, run.frames,
                                                    run.sample_rate)
         assert frames == frame_count(samples.shape[0], run.sample_rate, run.fps)
         return Prepared(portrait, window_features(feats.float().cpu()), frames, Path(audio))
 
-    @torch.no_grad()
     def stream(self, prepared: Prepared, run: RunConfig, seed: int = 0,
                progress: Callable[[Progress], None] | None = None) -> Iterator[np.ndarray]:
         """Yield each clip's frames as float32 (k, H, W, 3) in [0, 1], trimmed to the audio's length."""
-        net, vae, cfg = self.models.net, self.models.vae, self.cfg
-        dev, dt = self.device, self.dtype
-        f, n, p = run.frames, run.motion_frames, prepared.portrait
+        be, cfg = self.backend, self.cfg
+        f, n = run.frames, run.motion_frames
         clips = prepared.windows.shape[0] // f
         latent = run.size // cfg.vae.downscale
         gen = torch.Generator().manual_seed(seed)
+        scheduler = DDIM(cfg.scheduler, run.steps)
         start, done = time.perf_counter(), 0
         with self._lock:
-            video = prepare_video(net, vae, cfg, p.pixels.to(dev, dt), p.face_emb.to(dev, dt),
-                                  p.face_region.to(dev, dt), [m.to(dev, dt) for m in p.masks], n)
-            motion = p.pixels.to(dev, dt).expand(n, -1, -1, -1)
+            video = be.prepare_video(prepared.portrait, n)
+            motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
             for c in range(clips):
-                tokens = net.audioproj(prepared.windows[c * f:(c + 1) * f][None].to(dev, dt))[0]
-                clip = prepare_clip(net, vae, cfg, video, motion, tokens)
-                noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen).to(dev, dt)
+                clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
+                noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen)
 
                 def on_step(i: int, c: int = c) -> None:
                     if progress is not None:
                         progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
                                           time.perf_counter() - start))
 
-                latents = denoise(net, cfg, run, clip, noise, on_step)
-                frames = decode_frames(vae, latents, cfg.vae.scaling_factor).float()  # (f, 3, H, W) in [0, 1]
+                latents = sample(lambda x, t: be.predict(clip, x, t, run), scheduler, noise.to(be.device, be.dtype),
+                                 on_step)
+                frames = be.decode(latents)  # (f, 3, H, W) float32 in [0, 1]
                 if n:
-                    motion = frames[-n:].to(dt) * 2 - 1
+                    motion = frames[-n:].to(be.device, be.dtype) * 2 - 1
                 keep = min(f, prepared.frames - done)
                 done += keep
                 yield frames[:keep].permute(0, 2, 3, 1).cpu().numpy()  # f c h w -> f h w c

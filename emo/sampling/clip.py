@@ -14,7 +14,7 @@ from ..models.hallo import HalloNet
 from ..models.transformer import RefKV
 from ..models.vae import VAE
 from .ddim import DDIM
-from .reference import frame_reference_kv, motion_features, reference_kv
+from .reference import frame_reference_kv, motion_context, motion_features, reference_context, reference_kv
 
 
 @dataclass
@@ -40,11 +40,15 @@ def encode_latents(vae: VAE, pixels: torch.Tensor, scaling: float) -> torch.Tens
     return vae.encode_mean(pixels) * scaling
 
 
+def decode_images(vae: VAE, latents: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Scaled latents (N, 4, h, w) -> images (N, 3, H, W) in [0, 1]."""
+    return (vae.decode(latents / scaling) / 2 + 0.5).clamp(0, 1)
+
+
 def decode_frames(vae: VAE, latents: torch.Tensor, scaling: float, chunk: int = 4) -> torch.Tensor:
     """latents (1, 4, f, h, w) -> frames (f, 3, H, W) in [0, 1], decoded `chunk` frames at a time."""
-    z = latents[0].transpose(0, 1) / scaling  # c f h w -> f c h w
-    frames = torch.cat([vae.decode(z[i:i + chunk]) for i in range(0, z.shape[0], chunk)])
-    return (frames / 2 + 0.5).clamp(0, 1)
+    z = latents[0].transpose(0, 1)  # c f h w -> f c h w
+    return torch.cat([decode_images(vae, z[i:i + chunk], scaling) for i in range(0, z.shape[0], chunk)])
 
 
 def prepare_video(net: HalloNet, vae: VAE, cfg: ModelConfig, ref_image: torch.Tensor, face_emb: torch.Tensor,
@@ -54,7 +58,8 @@ def prepare_video(net: HalloNet, vae: VAE, cfg: ModelConfig, ref_image: torch.Te
     tokens = net.imageproj(torch.cat([torch.zeros_like(emb), emb]))
     feat = net.face_locator(face_region[None])
     ref_latent = encode_latents(vae, ref_image[None], cfg.vae.scaling_factor)
-    kv = reference_kv(net.reference_unet, net.denoising_unet, ref_latent, tokens, motion_frames)
+    kv = reference_kv(net.reference_unet, net.denoising_unet, ref_latent,
+                      reference_context(tokens, motion_frames))
     return VideoConditioning(tokens, torch.cat([torch.zeros_like(feat), feat]), masks, kv)
 
 
@@ -64,7 +69,8 @@ def prepare_clip(net: HalloNet, vae: VAE, cfg: ModelConfig, video: VideoConditio
     f = audio_tokens.shape[0]
     motion_latents = encode_latents(vae, motion_pixels, cfg.vae.scaling_factor) if motion_pixels.shape[0] else \
         motion_pixels.new_zeros(0, cfg.vae.latent_channels, *(s // cfg.vae.downscale for s in motion_pixels.shape[-2:]))
-    motion = motion_features(net.reference_unet, motion_latents, video.image_tokens)
+    n = motion_pixels.shape[0]
+    motion = motion_features(net.reference_unet, motion_latents, motion_context(video.image_tokens, n))
     audio = torch.stack([torch.zeros_like(audio_tokens), audio_tokens])
     return ClipConditioning(video, frame_reference_kv(video.ref_kv, f), motion, audio)
 
@@ -77,19 +83,34 @@ def denoiser_output(net: HalloNet, clip: ClipConditioning, model_input: torch.Te
                               clip.ref_kv, clip.motion_feats, motion_scale)
 
 
-def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor,
-            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """CFG + DDIM loop from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w); on_step(i) after step i."""
-    sched = DDIM(cfg.scheduler, run.steps)
-    scale = torch.tensor(run.motion_scale, dtype=init_noise.dtype, device=init_noise.device)
-    latents = init_noise * sched.init_noise_sigma
-    for i, t in enumerate(sched.timesteps.tolist()):
-        t_in = torch.tensor(t, device=latents.device)
-        uncond, cond = denoiser_output(net, clip, torch.cat([latents, latents]), t_in, scale).chunk(2)
-        latents = sched.step(uncond + run.guidance_scale * (cond - uncond), t, latents)
+Predict = Callable[[torch.Tensor, int], torch.Tensor]  # (latents (1, 4, f, h, w), t) -> guided prediction
+
+
+def sample(predict: Predict, scheduler: DDIM, init_noise: torch.Tensor,
+           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The DDIM loop every backend shares: init_noise (1, 4, f, h, w) -> final latents; on_step(i) after step i."""
+    latents = init_noise * scheduler.init_noise_sigma
+    for i, t in enumerate(scheduler.timesteps.tolist()):
+        latents = scheduler.step(predict(latents, t), t, latents)
         if on_step is not None:
             on_step(i)
     return latents
+
+
+def guided_prediction(net: HalloNet, clip: ClipConditioning, latents: torch.Tensor, t: int, guidance_scale: float,
+                      motion_scale: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance: both halves in one batch, uncond + s · (cond − uncond)."""
+    t_in = torch.tensor(t, device=latents.device)
+    uncond, cond = denoiser_output(net, clip, torch.cat([latents, latents]), t_in, motion_scale).chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor,
+            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """CFG + DDIM loop of the torch model from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w)."""
+    scale = torch.tensor(run.motion_scale, dtype=init_noise.dtype, device=init_noise.device)
+    return sample(lambda x, t: guided_prediction(net, clip, x, t, run.guidance_scale, scale),
+                  DDIM(cfg.scheduler, run.steps), init_noise, on_step)
 
 
 @torch.no_grad()

@@ -18,15 +18,19 @@ from ..models.transformer import RefKV
 from ..models.unet_layout import mid_record_index
 
 
-def reference_kv(refnet: ReferenceUNet, denoiser: DenoisingUNet, ref_latent: torch.Tensor, tokens: torch.Tensor,
-                 motion_frames: int) -> list[RefKV]:
+def reference_context(tokens: torch.Tensor, motion_frames: int) -> torch.Tensor:
+    """The contexts Hallo pairs with its two reference images (0 and 1 + n): (2, t, c) from tokens [uncond, cond]."""
+    return tokens[[0, (1 + motion_frames) % 2]]
+
+
+def reference_kv(refnet: ReferenceUNet, denoiser: DenoisingUNet, ref_latent: torch.Tensor,
+                 context: torch.Tensor) -> list[RefKV]:
     """Reference-image keys/values per spatial transformer: (2, heads, l, d) each.
 
-    ref_latent (1, 4, h, w); tokens (2, t, c) = [uncond, cond] image tokens. Entry 0 is the reference paired with
+    ref_latent (1, 4, h, w); context (2, t, c) from `reference_context`. Entry 0 is the reference paired with
     context 0 (image 0 of Hallo's batch), entry 1 paired with context (1 + n) mod 2 (image 1 + n).
     """
-    ctx = tokens[[0, (1 + motion_frames) % 2]]
-    records = refnet(ref_latent.expand(2, -1, -1, -1), ctx)
+    records = refnet(ref_latent.expand(2, -1, -1, -1), context)
     return denoiser.reference_kv(records)
 
 
@@ -36,10 +40,16 @@ def frame_reference_kv(kv: list[RefKV], frames: int) -> list[RefKV]:
     return [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv]
 
 
-def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def motion_context(tokens: torch.Tensor, motion_frames: int) -> torch.Tensor:
+    """Contexts of the motion frames, half b's frame s being Hallo's image b·(1+n) + s: (2n, t, c)."""
+    index = torch.arange(1, motion_frames + 1, device=tokens.device)
+    return tokens[torch.cat([index % 2, (index + 1 + motion_frames) % 2])]
+
+
+def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """Mid-block features of the motion frames per CFG half: (2, n, c, h_mid, w_mid).
 
-    motion_latents (n, 4, h, w). Half b's frame s is Hallo's image b·(1+n) + s, paired with that index mod 2.
+    motion_latents (n, 4, h, w); context (2n, t, c) from `motion_context`.
     """
     n = motion_latents.shape[0]
     cfg = refnet.cfg
@@ -47,7 +57,5 @@ def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, tokens:
     hm = motion_latents.shape[-1] // 2 ** (len(cfg.block_out_channels) - 1)
     if n == 0:
         return motion_latents.new_zeros(2, 0, c, hm, hm)
-    index = torch.arange(1, n + 1, device=tokens.device)
-    ctx = tokens[torch.cat([index % 2, (index + 1 + n) % 2])]
-    rec = refnet(motion_latents.repeat(2, 1, 1, 1), ctx, up_to_mid=True)[mid_record_index(cfg)]
+    rec = refnet(motion_latents.repeat(2, 1, 1, 1), context, up_to_mid=True)[mid_record_index(cfg)]
     return rec.view(2, n, hm, hm, c).permute(0, 1, 4, 2, 3)  # (b s) (h w) c -> b s c h w

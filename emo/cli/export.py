@@ -1,0 +1,66 @@
+"""emo-export: every component of a model to ONNX (one graph each) plus a manifest the runtime checks."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..io_spec import COMPONENTS, RANGE_PRESETS
+from .common import add_model_source, load_models, run_main
+
+PROG = "emo-export"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    add_model_source(p)
+    p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--components", default=",".join(COMPONENTS),
+                   help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
+    p.add_argument("--ranges", choices=sorted(RANGE_PRESETS),
+                   help="shape ranges the graphs (and later engine profiles) cover; default: the model's preset")
+    p.add_argument("--skip-checks", action="store_true", help="do not run the graph checks after export")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..export.checks import check_graph
+    from ..export.exporter import export_models
+
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(COMPONENTS)}")
+    models = load_models(args)
+    say = (lambda *a: None) if args.quiet else print
+
+    def done(g) -> None:
+        say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
+            + (f" + {g.data_file}" if g.data_file else ""))
+
+    manifest = export_models(models, args.out, args.precision,
+                             RANGE_PRESETS[args.ranges] if args.ranges else None, components, done)
+    if args.skip_checks:
+        return 0
+    failed = 0
+    for name in components:
+        report = check_graph(f"{args.out}/{manifest.components[name].file}")
+        if not report.ok:
+            failed += 1
+            print(f"{PROG}: {name}: " + "; ".join(report.problems), file=sys.stderr)
+    if failed:
+        print(f"{PROG}: {failed} graph(s) failed the checks", file=sys.stderr)
+        return 1
+    say(f"{PROG}: wrote {len(components)} graph(s) and manifest.json to {args.out} (checks passed)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, _run, _parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Export a loaded model, component by component, into an engine directory with its manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..checkpoints.state_dict import weights_hash
+from ..io_spec import COMPONENTS, RANGE_PRESETS, ShapeRanges, component_specs, trace_values
+from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
+from ..runtime.models import Models
+from .graphs import component_module
+from .onnx_export import OPSET, ExportedGraph, export_component
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: ShapeRanges, weights: str) -> Manifest:
+    """A fresh manifest, or the existing one when the directory already holds graphs of the same model."""
+    fresh = Manifest(format="onnx", precision=precision, opset=OPSET, model_config=models.cfg.to_dict(),
+                     config_hash=models.cfg.config_hash(), weights_hash=weights, ranges=ranges.to_dict(),
+                     tools=tool_versions("torch", "onnx", "onnxruntime", "transformers"))
+    if not (out_dir / MANIFEST_FILE).is_file():
+        return fresh
+    try:
+        old = read_manifest(out_dir, "onnx")
+    except EngineDirError:
+        return fresh
+    same = (old.config_hash, old.weights_hash, old.precision, old.ranges) == \
+        (fresh.config_hash, fresh.weights_hash, fresh.precision, fresh.ranges)
+    if same:
+        fresh.components = old.components
+    return fresh
+
+
+def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", ranges: ShapeRanges | None = None,
+                  components: tuple[str, ...] = COMPONENTS,
+                  on_done: Callable[[ExportedGraph], None] | None = None) -> Manifest:
+    """Write `<component>.onnx` for each requested component and the manifest (rewritten after each graph, so an
+    interrupted export leaves a valid directory with the graphs done so far).
+
+    Exporting into a directory that holds graphs of the same model, weights, precision and ranges adds to it;
+    otherwise its manifest is replaced. The models are converted to the export precision in place.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component(s) {', '.join(unknown)} (choose from {', '.join(COMPONENTS)})")
+    ranges = ranges or RANGE_PRESETS.get(models.cfg.name, RANGE_PRESETS["hallo-sd15"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _start_manifest(models, out_dir, precision, ranges,
+                               weights_hash(models.net, models.vae, models.audio_encoder))
+    specs = component_specs(models.cfg, ranges)
+    values = trace_values(models.cfg, ranges)
+    dtype = PRECISIONS[precision]
+    models.net.to(torch.device("cpu"), dtype)
+    models.vae.to(torch.device("cpu"), dtype)
+    models.audio_encoder.to(torch.device("cpu"), torch.float32)  # fp32-only component
+    for name in components:
+        spec = specs[name]
+        module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder)
+        graph = export_component(module, spec, values, precision, out_dir)
+        manifest.components[name] = GraphEntry(graph.file, graph.data_file, graph.bytes, spec.precision(precision),
+                                               spec.to_dict(), round(graph.seconds, 2))
+        manifest.write(out_dir)
+        if on_done is not None:
+            on_done(graph)
+    return manifest
+

@@ -1,0 +1,237 @@
+"""One IO spec per exportable component: names, dtypes, symbolic dimensions and their min/opt/max ranges.
+
+The same objects drive ONNX export (input/output names, dynamic axes), the optimisation profiles of an engine
+build, the runtime's checks and buffer shapes, and the tests. They are derived from a ModelConfig and a
+ShapeRanges, never read back from files: a runtime rebuilds them from the config stored in an engine dir's
+manifest and compares.
+
+Dimension names:
+  frames (f), motion (n), motion2 (2n), images (VAE batch), batch (imageproj rows),
+  pix (square frame side), lat (latent side), lat_k (lat >> k), tok_k ((lat >> k)^2 tokens at level k),
+  samples (16 kHz waveform length), audio_frames (video frames the audio covers, padded to whole clips).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .config import ModelConfig
+from .models.unet_layout import transformer_specs
+
+FLOAT = "float"  # follows the precision of the export (float32 or float16)
+COMPONENTS = ("audio_encoder", "audioproj", "imageproj", "face_locator", "vae_encoder", "vae_decoder",
+              "reference", "motion", "denoiser")
+
+
+@dataclass(frozen=True)
+class Dim:
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"invalid range {self}")
+
+
+@dataclass(frozen=True)
+class ShapeRanges:
+    """What an exported graph (and an engine's profiles) must accept: (min, opt, max) per user-facing setting."""
+
+    frames: tuple[int, int, int] = (1, 16, 24)
+    motion_frames: tuple[int, int, int] = (0, 2, 4)
+    size: tuple[int, int, int] = (256, 512, 768)  # square frame side in pixels, multiples of 64
+    audio_seconds: tuple[float, float, float] = (0.04, 10.0, 120.0)
+    fps: int = 25
+    sample_rate: int = 16000
+    decode_batch: int = 4  # frames per VAE decoder call
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShapeRanges":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+RANGE_PRESETS = {
+    "tiny": ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
+                        audio_seconds=(0.04, 4.0, 60.0)),
+    "hallo-sd15": ShapeRanges(),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # int: fixed; str: a dimension name
+    dtype: str = FLOAT  # FLOAT, "float32" or "int64"
+
+    def resolve(self, values: dict[str, int]) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else values[d] for d in self.shape)
+
+    def numpy_dtype(self, precision: str) -> str:
+        """The array dtype a runtime feeds/reads for this tensor in a graph of `precision` ("fp32" | "fp16")."""
+        if self.dtype == FLOAT:
+            return "float16" if precision == "fp16" else "float32"
+        return self.dtype
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: dict[str, Dim]
+    fp32_only: bool = False  # exported in float32 whatever the precision (cheap and precision-sensitive)
+
+    def precision(self, requested: str) -> str:
+        return "fp32" if self.fp32_only else requested
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes: every named dimension of every input and output."""
+        return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+                for t in (*self.inputs, *self.outputs)}
+
+    def values(self, which: str) -> dict[str, int]:
+        """Every dimension at its "min", "opt" or "max"."""
+        return {k: getattr(d, which) for k, d in self.dims.items()}
+
+    def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """Optimisation profile: (min, opt, max) shape of each input, as a TensorRT build sets them."""
+        v = {w: self.values(w) for w in ("min", "opt", "max")}
+        return {t.name: (t.resolve(v["min"]), t.resolve(v["opt"]), t.resolve(v["max"])) for t in self.inputs}
+
+    def check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> str | None:
+        """None if the input shapes fit the spec (fixed dims, ranges, one value per dimension), else why not."""
+        seen: dict[str, int] = {}
+        for t in self.inputs:
+            if t.name not in shapes:
+                return f"{self.name}: input {t.name} is missing"
+            shape = tuple(shapes[t.name])
+            if len(shape) != len(t.shape):
+                return f"{self.name}: {t.name} has rank {len(shape)}, expected {len(t.shape)}"
+            for want, got in zip(t.shape, shape):
+                if isinstance(want, int):
+                    if want != got:
+                        return f"{self.name}: {t.name} has shape {shape}, expected {t.shape}"
+                    continue
+                d = self.dims[want]
+                if not d.min <= got <= d.max:
+                    return f"{self.name}: {t.name} dimension {want} = {got} is outside [{d.min}, {d.max}]"
+                if seen.setdefault(want, got) != got:
+                    return f"{self.name}: dimension {want} is {seen[want]} in one input and {got} in {t.name}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "fp32_only": self.fp32_only,
+                "inputs": [asdict(t) | {"shape": list(t.shape)} for t in self.inputs],
+                "outputs": [asdict(t) | {"shape": list(t.shape)} for t in self.outputs],
+                "dims": {k: asdict(d) for k, d in self.dims.items()}}
+
+
+def kv_names(index: int) -> tuple[str, str]:
+    """Names of the reference keys/values of the index-th spatial transformer (reference output, denoiser input)."""
+    return f"ref_k_{index:02d}", f"ref_v_{index:02d}"
+
+
+def mask_name(level: int) -> str:
+    return f"mask_{level}"
+
+
+def dim_values(cfg: ModelConfig, r: ShapeRanges, frames: int, motion: int, size: int, seconds: float,
+               images: int, batch: int = 2, worst_padding: bool = False) -> dict[str, int]:
+    """Every dimension at one operating point. Audio is padded to whole clips: exactly (a point) or by the worst
+    case frames − 1 (the upper end of a range, which must hold for any clip length)."""
+    down = cfg.vae.downscale
+    levels = len(cfg.unet.block_out_channels)
+    if size % (down * 2 ** (levels - 1)):
+        raise ValueError(f"size {size} must be a multiple of {down * 2 ** (levels - 1)}")
+    covered = math.ceil(seconds * r.fps)
+    audio_frames = covered + frames - 1 if worst_padding else -(-covered // frames) * frames
+    values = {"frames": frames, "motion": motion, "motion2": 2 * motion, "images": images, "batch": batch,
+              "pix": size, "audio_frames": audio_frames,
+              "samples": max(audio_frames * (r.sample_rate // r.fps), 400)}  # wav2vec2's CNN needs >= 400 samples
+    for k in range(levels):
+        values[f"lat_{k}"] = size // down >> k
+        values[f"tok_{k}"] = (size // down >> k) ** 2
+    return values
+
+
+def trace_values(cfg: ModelConfig, r: ShapeRanges) -> dict[str, int]:
+    """A small operating point inside every range, for tracing exports and quick checks (no dimension at 1)."""
+    def pick(lo_hi: tuple, want: int) -> int:
+        return min(max(want, lo_hi[0]), lo_hi[2])
+
+    unit = cfg.vae.downscale * 2 ** (len(cfg.unet.block_out_channels) - 1)  # latent side 1 at the lowest level
+    return dim_values(cfg, r, pick(r.frames, 3), pick(r.motion_frames, 2), pick(r.size, 2 * unit),
+                      max(0.5, r.audio_seconds[0]),
+                      pick((1, 0, max(r.frames[2], r.motion_frames[2], 1)), 2))
+
+
+def _dims(cfg: ModelConfig, r: ShapeRanges) -> dict[str, Dim]:
+    if r.frames[2] + r.motion_frames[2] > cfg.motion.max_len:
+        raise ValueError(f"frames + motion frames may not exceed {cfg.motion.max_len}")
+    images = (1, min(r.decode_batch, r.frames[2]), max(r.frames[2], r.motion_frames[2], 1))
+    points = [dim_values(cfg, r, r.frames[i], r.motion_frames[i], r.size[i], r.audio_seconds[i], images[i],
+                         batch=(1, 2, 2)[i], worst_padding=i == 2) for i in range(3)]
+    return {k: Dim(*(p[k] for p in points)) for k in points[0]}
+
+
+def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, ComponentSpec]:
+    """The IO spec of every exportable component of a model config."""
+    dims = _dims(cfg, ranges)
+    u, a, w = cfg.unet, cfg.audioproj, cfg.wav2vec
+    levels = len(u.block_out_channels)
+    lat, c0, c_mid, lat_mid = "lat_0", u.block_out_channels[0], u.block_out_channels[-1], f"lat_{levels - 1}"
+    img_tokens = (cfg.imageproj.tokens, u.cross_attention_dim)
+    kv = []
+    for i, block in enumerate(transformer_specs(u)):
+        shape = (2, u.heads, f"tok_{block.depth}", block.channels // u.heads)
+        kv += [TensorSpec(n, shape) for n in kv_names(i)]
+    masks = [TensorSpec(mask_name(k), (3, f"tok_{k}")) for k in range(levels)]
+
+    def spec(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], fp32_only: bool = False,
+             at_least: dict[str, int] | None = None) -> ComponentSpec:
+        used = {d for t in (*inputs, *outputs) for d in t.shape if isinstance(d, str)}
+        own = {k: dims[k] for k in sorted(used)}
+        for k, lo in (at_least or {}).items():
+            own[k] = Dim(*(max(lo, v) for v in (own[k].min, own[k].opt, own[k].max)))
+        return ComponentSpec(name, tuple(inputs), tuple(outputs), own, fp32_only)
+
+    specs = [
+        spec("audio_encoder",
+             [TensorSpec("waveform", (1, "samples"), "float32"), TensorSpec("num_frames", (1,), "int64")],
+             [TensorSpec("audio_features", ("audio_frames", w.num_hidden_layers, w.hidden_size), "float32")],
+             fp32_only=True),
+        spec("audioproj", [TensorSpec("windows", (1, "frames", a.seq_len, a.blocks, a.channels))],
+             [TensorSpec("audio_tokens", (1, "frames", a.context_tokens, a.output_dim))]),
+        spec("imageproj", [TensorSpec("face_embedding", ("batch", cfg.imageproj.embedding_dim))],
+             [TensorSpec("image_tokens", ("batch", *img_tokens))]),
+        spec("face_locator", [TensorSpec("face_region", (1, 3, "pix", "pix"))],
+             [TensorSpec("face_feature", (1, c0, lat, lat))]),
+        spec("vae_encoder", [TensorSpec("pixels", ("images", 3, "pix", "pix"))],
+             [TensorSpec("latents", ("images", cfg.vae.latent_channels, lat, lat))]),
+        spec("vae_decoder", [TensorSpec("latents", ("images", cfg.vae.latent_channels, lat, lat))],
+             [TensorSpec("frames", ("images", 3, "pix", "pix"))]),
+        spec("reference",
+             [TensorSpec("ref_latent", (1, u.in_channels, lat, lat)), TensorSpec("ref_context", (2, *img_tokens))],
+             kv),
+        spec("motion",
+             [TensorSpec("motion_latents", ("motion", u.in_channels, lat, lat)),
+              TensorSpec("motion_context", ("motion2", *img_tokens))],
+             [TensorSpec("motion_features", (2, "motion", c_mid, lat_mid, lat_mid))],
+             at_least={"motion": 1, "motion2": 2}),  # only run when there are motion frames
+        spec("denoiser",
+             [TensorSpec("sample", (2, u.in_channels, "frames", lat, lat)),
+              TensorSpec("timestep", (1,), "float32"),
+              TensorSpec("guidance_scale", (1,)),
+              TensorSpec("motion_scale", (3,)),
+              TensorSpec("image_tokens", (2, *img_tokens)),
+              TensorSpec("audio_tokens", (2, "frames", a.context_tokens, a.output_dim)),
+              TensorSpec("face_feature", (2, c0, lat, lat)),
+              TensorSpec("motion_features", (2, "motion", c_mid, lat_mid, lat_mid)),
+              *masks, *kv],
+             [TensorSpec("noise_pred", (1, u.out_channels, "frames", lat, lat))]),
+    ]
+    return {s.name: s for s in specs}
