@@ -1,0 +1,166 @@
+"""emo-export on the tiny model: every graph vs torch through ONNX Runtime, graph hygiene, the manifest, and a
+full render through the onnxruntime backend against the torch backend."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+from emo.cli.export import main as export_main
+from emo.cli.run import main as run_main
+from emo.export.checks import TRT10_OPS, check_graph
+from emo.export.verify import verify_export
+from emo.io_spec import COMPONENTS
+from emo.manifest import read_manifest
+from emo.runtime.models import demo_models
+
+from .media_factory import portrait, voice, write_wav
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("polygraphy")
+
+
+def _quiet(fn, *args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        rc = fn(list(args))
+    return rc, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine") / "fp32"
+    rc, err = _quiet(export_main, "--demo", "--out", str(d))
+    assert rc == 0, err
+    return d
+
+
+@pytest.fixture(scope="module")
+def fp32_comparisons(fp32_dir):
+    return {(c.component, c.point): c for c in verify_export(fp32_dir, demo_models())}
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_graph_matches_torch_fp32(fp32_comparisons, component):
+    """Two operating points: the one the graph was traced at and one with other frames, motion frames and size."""
+    for point in ("trace", "other"):
+        c = fp32_comparisons[(component, point)]
+        assert c.max_ref > 1e-3  # the outputs are not trivially zero
+        assert c.max_abs <= 1e-4, c
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_graph_hygiene(fp32_dir, component):
+    report = check_graph(fp32_dir / f"{component}.onnx")
+    assert report.opset >= 17
+    assert set(report.ops) <= TRT10_OPS, sorted(set(report.ops) - TRT10_OPS)
+    assert report.ok, report.problems
+
+
+def test_attention_exports_as_matmul_softmax_matmul(fp32_dir):
+    """The pattern TensorRT fuses into its MHA kernels; no opaque or decomposed-loop attention."""
+    ops = check_graph(fp32_dir / "denoiser.onnx").ops
+    assert ops["Softmax"] > 0 and ops["MatMul"] >= 2 * ops["Softmax"]
+    assert not {"Loop", "If", "Scan", "ATen"} & set(ops)
+
+
+def test_check_graph_flags_ops_outside_the_allow_list(fp32_dir):
+    report = check_graph(fp32_dir / "vae_decoder.onnx", allowed=TRT10_OPS - {"Conv"})
+    assert not report.ok and "Conv" in report.problems[0]
+
+
+def test_manifest_describes_the_export(fp32_dir):
+    m = read_manifest(fp32_dir, "onnx", COMPONENTS)
+    raw = json.loads((fp32_dir / "manifest.json").read_text())
+    assert (m.format, m.precision, m.opset, m.format_version) == ("onnx", "fp32", 17, 1)
+    assert m.model() == demo_models().cfg and m.config_hash == m.model().config_hash()
+    assert len(m.weights_hash) == 16 and {"torch", "onnx", "python"} <= set(m.tools)
+    assert set(raw["components"]) == set(COMPONENTS)
+    assert all((fp32_dir / e.file).stat().st_size == e.bytes for e in m.components.values())
+    assert sorted(p.name for p in fp32_dir.iterdir()) == sorted([f"{c}.onnx" for c in COMPONENTS] + ["manifest.json"])
+
+
+def test_runtime_does_not_import_the_exporter():
+    code = ("import sys, emo.runtime.renderer, emo.runtime.onnxruntime_backend, emo.cli.run; "
+            "print([m for m in sys.modules if m.startswith('emo.export')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    portrait().save(d / "face.png")
+    write_wav(d / "voice.wav", voice(0.7))  # 18 frames: 3 clips of 8, chained, the last trimmed
+    return d
+
+
+RENDER = ["--size", "128", "--steps", "3", "--frames-per-clip", "8", "--motion-frames", "2", "--quiet"]
+
+
+def _render(tmp_path, media, name, *backend):
+    out = tmp_path / f"{name}.npy"
+    rc, err = _quiet(run_main, str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER, *backend,
+                     "-o", str(tmp_path / f"{name}.mp4"), "--frames-out", str(out))
+    assert rc == 0, err
+    return np.load(out)
+
+
+def test_onnxruntime_render_matches_torch(tmp_path, media, fp32_dir):
+    ref = _render(tmp_path, media, "torch", "--backend", "torch")
+    ort = _render(tmp_path, media, "ort", "--backend", "onnxruntime", "--engine-dir", str(fp32_dir))
+    assert ref.shape == ort.shape == (18, 128, 128, 3)
+    assert ref.std() > 0.01
+    assert np.abs(ref - ort).max() <= 1e-3
+
+
+def test_fp16_graphs_within_fp16_tolerance(tmp_path):
+    d = tmp_path / "fp16"
+    rc, err = _quiet(export_main, "--demo", "--out", str(d), "--precision", "fp16",
+                     "--components", "imageproj,vae_decoder,denoiser")
+    assert rc == 0, err
+    m = read_manifest(d, "onnx")
+    assert m.precision == "fp16" and set(m.components) == {"imageproj", "vae_decoder", "denoiser"}
+    for c in verify_export(d, demo_models()):
+        assert c.precision == "fp16"
+        assert 1e-5 < c.max_abs <= 5e-2, c  # really fp16 (not fp32 in disguise), and close
+
+
+def _refused(tmp_path, *args, match):
+    rc, err = _quiet(run_main, *args, "-o", str(tmp_path / "x.mp4"))
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and match in lines[0], err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_engine_dir_mismatches_are_refused(tmp_path, media, fp32_dir):
+    run = [str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER]
+    broken = tmp_path / "broken"
+    shutil.copytree(fp32_dir, broken)
+    raw = json.loads((broken / "manifest.json").read_text())
+    raw["model_config"]["unet"]["heads"] = 2
+    (broken / "manifest.json").write_text(json.dumps(raw))
+    _refused(tmp_path, *run, "--engine-dir", str(broken), match="does not match its hash")
+    raw["format_version"] = 7
+    (broken / "manifest.json").write_text(json.dumps(raw))
+    _refused(tmp_path, *run, "--engine-dir", str(broken), match="format version 7")
+    _refused(tmp_path, *run, "--engine-dir", str(tmp_path / "none"), match="engine directory not found")
+    _refused(tmp_path, *run, "--backend", "onnxruntime", match="needs --engine-dir")
+    _refused(tmp_path, *run, "--engine-dir", str(fp32_dir), "--dtype", "fp16", match="holds fp32 graphs")
+    partial = tmp_path / "partial"
+    shutil.copytree(fp32_dir, partial)
+    (partial / "denoiser.onnx").unlink()
+    _refused(tmp_path, *run, "--engine-dir", str(partial), match="denoiser.onnx is missing")
+    (partial / "denoiser.onnx").write_bytes(b"not a graph")
+    _refused(tmp_path, *run, "--engine-dir", str(partial), match="cannot load")
+
+
+def test_export_refuses_unknown_components(tmp_path):
+    rc, err = _quiet(export_main, "--demo", "--out", str(tmp_path / "e"), "--components", "unet")
+    assert rc == 2 and "unknown component(s) unet" in err
