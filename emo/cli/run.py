@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true",
                      help="tiny random model (or, with --engine-dir, its export) and demo settings; built-in image "
                           "and voice unless IMAGE and AUDIO are given")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
-                   help="auto: onnxruntime when --engine-dir is given, else torch")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime"],
+                   help="auto: onnxruntime when --engine-dir is given, torch-fast on a CUDA GPU, else torch")
     p.add_argument("--engine-dir", metavar="DIR", help="graphs made by emo-export (for --backend onnxruntime)")
     p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {RUN_PRESETS['tiny'].steps})")
     p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
@@ -46,11 +46,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _renderer(args: argparse.Namespace):
+    from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
+
+    import torch
 
     backend = args.backend
     if backend == "auto":
-        backend = "onnxruntime" if args.engine_dir else "torch"
+        gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        backend = "onnxruntime" if args.engine_dir else "torch-fast" if gpu else "torch"
     if backend == "onnxruntime":
         if not args.engine_dir:
             raise InputError("--backend onnxruntime needs --engine-dir DIR (make one with emo-export)")
@@ -66,6 +70,14 @@ def _renderer(args: argparse.Namespace):
         raise InputError("--engine-dir is for the onnxruntime backend")
     if not (args.models or args.demo):
         raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
+    if backend == "torch-fast":
+        if args.device == "cpu" or not torch.cuda.is_available():
+            raise InputError("--backend torch-fast needs a CUDA GPU (use --backend torch on the CPU)")
+        if args.dtype == "fp32":
+            raise InputError("--backend torch-fast runs fp16 or bf16")
+        models = demo_models() if args.demo else load_model_dir(args.models)
+        return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16",
+                             face_expand_ratio=args.face_expand_ratio)
     kw = dict(device=args.device, dtype=args.dtype or "fp32", face_expand_ratio=args.face_expand_ratio)
     return Renderer.demo(**kw) if args.demo else Renderer.from_model_dir(args.models, **kw)
 

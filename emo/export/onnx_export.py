@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..io_spec import ComponentSpec
+from ..kernels import registry
 from .inputs import example_inputs
 
 OPSET = 17
@@ -85,7 +86,7 @@ def export_component(module: nn.Module, spec: ComponentSpec, values: dict[str, i
     final = out_dir / f"{spec.name}.onnx"
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{spec.name}-") as tmp:
         traced = Path(tmp) / "graph.onnx"
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), registry.using(()):  # plain torch ops only in graphs
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values, checked by tests
             torch.onnx.export(module, tuple(inputs.values()), str(traced), dynamo=False, opset_version=opset,
                               input_names=[t.name for t in spec.inputs],

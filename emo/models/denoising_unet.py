@@ -7,10 +7,10 @@ region masks per resolution level, audio and image tokens, face-locator feature.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..kernels.group_norm import group_norm_silu
 from .audio_attention import AudioTransformer
 from .embeddings import TimestepEmbedding
 from .motion_module import MotionModule
@@ -113,7 +113,7 @@ class DenoisingUNet(nn.Module):
             if block.spec.resample:
                 x = block.upsamplers[0](x, skips[-1].shape[-2:])
 
-        x = self.conv_out(F.silu(self.conv_norm_out(x)))
+        x = self.conv_out(group_norm_silu(x, self.conv_norm_out))
         return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b f) c h w -> b c f h w
 
     @staticmethod

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.group_norm import group_norm_silu
+
 
 class ResnetBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float,
@@ -20,9 +22,9 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), temb (B, T) already matched to x's batch."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(group_norm_silu(x, self.norm1))
         h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(group_norm_silu(h, self.norm2))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return (skip + h) / self.output_scale_factor
 

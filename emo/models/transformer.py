@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import Attention, FeedForward, attention
+from ..kernels.two_source_attention import two_source_attention
+from .attention import Attention, FeedForward
 
 RefKV = tuple[torch.Tensor, torch.Tensor]  # keys, values of the reference tokens for the cond frames: (fc, h, l, d)
 
@@ -28,11 +29,8 @@ class TransformerBlock(nn.Module):
         if ref_kv is None:
             return self.attn1(x)
         k_ref, v_ref = ref_kv
-        fu = x.shape[0] - k_ref.shape[0]  # uncond rows attend to their own tokens only
         q, (k, v) = self.attn1.split_heads(self.attn1.to_q(x)), self.attn1.kv(x)
-        out_u = attention(q[:fu], k[:fu], v[:fu])
-        out_c = attention(q[fu:], torch.cat([k[fu:], k_ref], dim=2), torch.cat([v[fu:], v_ref], dim=2))
-        return self.attn1.to_out(self.attn1.merge_heads(torch.cat([out_u, out_c])))
+        return self.attn1.to_out(self.attn1.merge_heads(two_source_attention(q, k, v, k_ref, v_ref)))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, ref_kv: RefKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from ..preprocess.portrait import Portrait, prepare_portrait
 from ..sampling.clip import sample
 from ..sampling.ddim import DDIM
 from .backend import Backend, TorchBackend
-from .models import demo_models, load_model_dir
+from .models import Models, demo_models, load_model_dir
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,13 @@ class Renderer:
     def demo(cls, seed: int = 0, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
         """Eager torch on the tiny seeded random model."""
         return cls(TorchBackend(demo_models(seed), device, dtype), **kw)
+
+    @classmethod
+    def fast(cls, models: Models, device: str = "cuda", dtype: str = "fp16", **kw) -> "Renderer":
+        """torch-fast (CUDA graphs, fused kernels, static buffers) on loaded models."""
+        from .torch_fast_backend import TorchFastBackend
+
+        return cls(TorchFastBackend(models, device, dtype), **kw)
 
     @classmethod
     def from_engine_dir(cls, path: str | Path, device: str = "cpu", **kw) -> "Renderer":

@@ -97,10 +97,11 @@ def sample(predict: Predict, scheduler: DDIM, init_noise: torch.Tensor,
     return latents
 
 
-def guided_prediction(net: HalloNet, clip: ClipConditioning, latents: torch.Tensor, t: int, guidance_scale: float,
-                      motion_scale: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance: both halves in one batch, uncond + s · (cond − uncond)."""
-    t_in = torch.tensor(t, device=latents.device)
+def guided_prediction(net: HalloNet, clip: ClipConditioning, latents: torch.Tensor, t: int | torch.Tensor,
+                      guidance_scale: float, motion_scale: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance: both halves in one batch, uncond + s · (cond − uncond). `t` may be a device
+    tensor (a CUDA graph replays with new values written into it)."""
+    t_in = t if isinstance(t, torch.Tensor) else torch.tensor(t, device=latents.device)
     uncond, cond = denoiser_output(net, clip, torch.cat([latents, latents]), t_in, motion_scale).chunk(2)
     return uncond + guidance_scale * (cond - uncond)
 
