@@ -15,9 +15,7 @@ import numpy as np
 import torch
 
 from ..config import RUN_PRESETS, TINY, RunConfig
-from ..models.hallo import HalloNet
-from ..models.init import randomize_
-from ..models.vae import VAE
+from ..runtime.models import demo_models
 from ..sampling.clip import run_clip
 
 
@@ -56,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"emo-clip: error: {e}", file=sys.stderr)
         return 2
-    torch.manual_seed(args.seed)
-    net = randomize_(HalloNet(TINY), args.seed).eval()
-    vae = randomize_(VAE(TINY.vae), args.seed + 1).eval()
+    models = demo_models(args.seed)
+    net, vae = models.net, models.vae
     x = demo_inputs(run.size, run.frames, run.motion_frames, TINY, args.seed)
     start = time.perf_counter()
     with torch.no_grad():
