@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
                    help="torch: fp32 (default), fp16 or bf16; onnxruntime: must match the exported graphs")
     p.add_argument("--face-expand-ratio", type=float, default=1.2, help="face-region box scale (Hallo: 1.2)")
+    p.add_argument("--face-models", metavar="DIR",
+                   help="InsightFace ONNX models (SCRFD detector, ArcFace embedding) to use instead of OpenCV's "
+                        "detector and the stand-in embedding; default: DIR/face_analysis of --models when present")
     p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
@@ -46,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _renderer(args: argparse.Namespace):
+    from ..preprocess.face_models import default_face_models
     from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
 
@@ -61,7 +65,7 @@ def _renderer(args: argparse.Namespace):
         if args.models:
             raise InputError("the onnxruntime backend reads its weights from --engine-dir; drop --models")
         renderer = Renderer.from_engine_dir(args.engine_dir, "cpu" if args.device == "auto" else args.device,
-                                            face_expand_ratio=args.face_expand_ratio)
+                                            face_expand_ratio=args.face_expand_ratio, face_models=args.face_models)
         exported = renderer.backend.manifest.precision
         if args.dtype not in (None, exported):
             raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
@@ -76,9 +80,12 @@ def _renderer(args: argparse.Namespace):
         if args.dtype == "fp32":
             raise InputError("--backend torch-fast runs fp16 or bf16")
         models = demo_models() if args.demo else load_model_dir(args.models)
+        faces = args.face_models or (None if args.demo else default_face_models(args.models))
         return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16",
-                             face_expand_ratio=args.face_expand_ratio)
+                             face_expand_ratio=args.face_expand_ratio, face_models=faces)
     kw = dict(device=args.device, dtype=args.dtype or "fp32", face_expand_ratio=args.face_expand_ratio)
+    if args.face_models:
+        kw["face_models"] = args.face_models
     return Renderer.demo(**kw) if args.demo else Renderer.from_model_dir(args.models, **kw)
 
 

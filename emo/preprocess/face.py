@@ -1,28 +1,51 @@
-"""Face detection with landmarks, using the Haar cascades that ship inside the OpenCV wheel.
+"""Faces found in an image, and the detector that needs no model files: OpenCV's Haar cascades (inside the wheel).
 
-The detector finds frontal faces and, inside each, the eyes; the mouth position follows from the eyes and the box
-with standard facial proportions. That is enough for the crop and the face / lip region masks; it needs no model
-download. (Hallo's own InsightFace/MediaPipe models are not redistributable inside a wheel.)
+The Haar detector finds frontal faces and, inside each, the eyes; the mouth position follows from the eyes and the
+box with standard facial proportions. That is enough for the crop and the face / lip region masks. When the model
+directory has Hallo's InsightFace ONNX models, `face_models.py` uses those instead (SCRFD boxes + five landmarks,
+ArcFace embedding).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
+
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
 
 @dataclass(frozen=True)
 class Face:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
-    left_eye: tuple[float, float]
-    right_eye: tuple[float, float]
-    mouth: tuple[float, float]
-    eyes_found: bool  # False: eye positions estimated from the box
+    box: Box
+    left_eye: Point
+    right_eye: Point
+    mouth: Point
+    lip_box: Box
+    landmarks: str  # where the points come from: "scrfd", "haar-eyes" or "estimated" (from the box alone)
+    score: float = 1.0
+    kps: tuple[Point, ...] | None = None  # SCRFD's five points (eyes, nose, mouth corners), for ArcFace alignment
 
     @property
     def area(self) -> float:
         x0, y0, x1, y1 = self.box
         return (x1 - x0) * (y1 - y0)
+
+    def mapped(self, fn: Callable[[Point], Point]) -> "Face":
+        """The same face with every coordinate passed through `fn` (a translation + scale, e.g. into a crop)."""
+        def box(b: Box) -> Box:
+            return (*fn(b[:2]), *fn(b[2:]))
+
+        return replace(self, box=box(self.box), left_eye=fn(self.left_eye), right_eye=fn(self.right_eye),
+                       mouth=fn(self.mouth), lip_box=box(self.lip_box),
+                       kps=None if self.kps is None else tuple(fn(p) for p in self.kps))
+
+
+def estimated_lip_box(mouth: Point, box: Box) -> Box:
+    """Lip box from the mouth centre and the face box (standard proportions), when no mouth corners are known."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return mouth[0] - 0.2 * w, mouth[1] - 0.07 * h, mouth[0] + 0.2 * w, mouth[1] + 0.07 * h
 
 
 class HaarFaceDetector:
@@ -62,4 +85,5 @@ class HaarFaceDetector:
             left, right = (x + 0.32 * w, y + 0.40 * h), (x + 0.68 * w, y + 0.40 * h)
         eye_mid = ((left[0] + right[0]) / 2, (left[1] + right[1]) / 2)
         mouth = (eye_mid[0], min(eye_mid[1] + 0.42 * h, y + 0.92 * h))
-        return Face((float(x), float(y), float(x + w), float(y + h)), left, right, mouth, found)
+        box = (float(x), float(y), float(x + w), float(y + h))
+        return Face(box, left, right, mouth, estimated_lip_box(mouth, box), "haar-eyes" if found else "estimated")

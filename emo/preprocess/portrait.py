@@ -96,10 +96,12 @@ def standin_embedding(face_pixels: np.ndarray) -> torch.Tensor:
     return proj @ x
 
 
-def prepare_portrait(rgb: np.ndarray, size: int, latent: int, detector: HaarFaceDetector | None = None,
-                     face_expand_ratio: float = 1.2, crop_scale: float = 2.0, embedder=None,
-                     source: str = "image") -> Portrait:
-    """rgb (H, W, 3) uint8 -> the model's reference inputs at `size`² (latent = size / 8)."""
+def prepare_portrait(rgb: np.ndarray, size: int, latent: int, detector=None, face_expand_ratio: float = 1.2,
+                     crop_scale: float = 2.0, embedder=None, source: str = "image") -> Portrait:
+    """rgb (H, W, 3) uint8 -> the model's reference inputs at `size`² (latent = size / 8).
+
+    detector: anything with detect(rgb) -> list[Face] largest first (default: Haar); embedder: (rgb, face) -> (512,)
+    face embedding in the image's own coordinates (default: a deterministic stand-in from the face crop)."""
     from PIL import Image
 
     detector = detector or HaarFaceDetector()
@@ -114,17 +116,14 @@ def prepare_portrait(rgb: np.ndarray, size: int, latent: int, detector: HaarFace
     def to_crop(p: tuple[float, float]) -> tuple[float, float]:
         return (p[0] - left) * s, (p[1] - top) * s
 
-    x0, y0 = to_crop(face.box[:2])
-    x1, y1 = to_crop(face.box[2:])
-    mouth = to_crop(face.mouth)
-    cface = Face((x0, y0, x1, y1), to_crop(face.left_eye), to_crop(face.right_eye), mouth, face.eyes_found)
-    w, h = x1 - x0, y1 - y0
-    lip_box = (mouth[0] - 0.2 * w, mouth[1] - 0.07 * h, mouth[0] + 0.2 * w, mouth[1] + 0.07 * h)
+    cface = face.mapped(to_crop)
     face_mask = _box_mask(size, expand_box(cface.box, face_expand_ratio, size))
-    lip_mask = _box_mask(size, expand_box(lip_box, LIP_EXPAND, size))
-    fx0, fx1, fy0, fy1 = expand_box(cface.box, 1.0, size)
-    face_pixels = crop[fy0:fy1, fx0:fx1]
-    emb = embedder(crop, cface) if embedder is not None else standin_embedding(face_pixels)
+    lip_mask = _box_mask(size, expand_box(cface.lip_box, LIP_EXPAND, size))
+    if embedder is not None:  # ArcFace aligns the face from the full image, as Hallo does
+        emb = torch.as_tensor(embedder(rgb, face))
+    else:
+        fx0, fx1, fy0, fy1 = expand_box(cface.box, 1.0, size)
+        emb = standin_embedding(crop[fy0:fy1, fx0:fx1])
     pixels = torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1  # h w c -> c h w, [-1, 1]
     region = torch.from_numpy(face_mask > 0).float().expand(3, -1, -1).clone()
     return Portrait(pixels, region, region_masks(face_mask, lip_mask, latent), emb.float(), cface, len(faces))

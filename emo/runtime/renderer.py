@@ -25,6 +25,7 @@ from ..media.audio import load_audio
 from ..media.mp4 import Mp4Writer, check_output_path, temporary_sibling
 from ..preprocess.audio_features import compute_audio_features, frame_count, window_features
 from ..preprocess.face import HaarFaceDetector
+from ..preprocess.face_models import FaceModels, default_face_models, load_face_models
 from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
 from ..sampling.clip import sample
@@ -61,16 +62,25 @@ class RenderResult:
 
 
 class Renderer:
-    def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0):
+    """face_models: a directory of InsightFace ONNX models (Hallo's face_analysis) for SCRFD detection and the
+    ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in."""
+
+    def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0,
+                 face_models: str | Path | FaceModels | None = None):
         self.backend = backend
         self.cfg = backend.cfg
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
-        self.detector = HaarFaceDetector()
+        if face_models is not None and not isinstance(face_models, FaceModels):
+            face_models = load_face_models(face_models)
+        self.face_models = face_models
+        self.detector = face_models.detector if face_models else HaarFaceDetector()
+        self.embedder = face_models.embedder if face_models else None
         self._lock = threading.Lock()
 
     @classmethod
     def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
-        """Eager torch on Hallo's `pretrained_models` layout."""
+        """Eager torch on Hallo's `pretrained_models` layout (its face_analysis models too, when present)."""
+        kw.setdefault("face_models", default_face_models(path))
         return cls(TorchBackend(load_model_dir(path), device, dtype), **kw)
 
     @classmethod
@@ -96,7 +106,7 @@ class Renderer:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
         run.validate(self.cfg)
         portrait = prepare_portrait(load_image(image), run.size, run.size // self.cfg.vae.downscale, self.detector,
-                                    self.face_expand_ratio, self.crop_scale, source=str(image))
+                                    self.face_expand_ratio, self.crop_scale, self.embedder, source=str(image))
         samples = load_audio(audio, run.sample_rate)
         if samples.shape[0] < run.sample_rate / run.fps:
             raise InputError(f"audio {audio} is shorter than one video frame "
