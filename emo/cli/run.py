@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
+from pathlib import Path
 
 from ..config import RUN_PRESETS, RunConfig
 from ..errors import InputError
@@ -42,10 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--face-models", metavar="DIR",
                    help="InsightFace ONNX models (SCRFD detector, ArcFace embedding) to use instead of OpenCV's "
                         "detector and the stand-in embedding; default: DIR/face_analysis of --models when present")
+    p.add_argument("--separate-vocals", nargs="?", const="", metavar="MODEL.onnx",
+                   help="separate the voice from music first with an MDX-Net ONNX model (default with --models: "
+                        "DIR/audio_separator/Kim_Vocal_2.onnx); the video keeps the original audio")
     p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
+
+
+def _vocal_model(args: argparse.Namespace) -> str | None:
+    if args.separate_vocals is None:
+        return None
+    if args.separate_vocals:
+        return args.separate_vocals
+    if not args.models:
+        raise InputError("--separate-vocals needs MODEL.onnx (or --models DIR with audio_separator/Kim_Vocal_2.onnx)")
+    return str(Path(args.models) / "audio_separator" / "Kim_Vocal_2.onnx")
 
 
 def _renderer(args: argparse.Namespace):
@@ -59,13 +73,14 @@ def _renderer(args: argparse.Namespace):
     if backend == "auto":
         gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
         backend = "onnxruntime" if args.engine_dir else "torch-fast" if gpu else "torch"
+    faces = args.face_models or (default_face_models(args.models) if args.models else None)
+    pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=faces, vocal_separator=_vocal_model(args))
     if backend == "onnxruntime":
         if not args.engine_dir:
             raise InputError("--backend onnxruntime needs --engine-dir DIR (make one with emo-export)")
         if args.models:
             raise InputError("the onnxruntime backend reads its weights from --engine-dir; drop --models")
-        renderer = Renderer.from_engine_dir(args.engine_dir, "cpu" if args.device == "auto" else args.device,
-                                            face_expand_ratio=args.face_expand_ratio, face_models=args.face_models)
+        renderer = Renderer.from_engine_dir(args.engine_dir, "cpu" if args.device == "auto" else args.device, **pre)
         exported = renderer.backend.manifest.precision
         if args.dtype not in (None, exported):
             raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
@@ -80,13 +95,10 @@ def _renderer(args: argparse.Namespace):
         if args.dtype == "fp32":
             raise InputError("--backend torch-fast runs fp16 or bf16")
         models = demo_models() if args.demo else load_model_dir(args.models)
-        faces = args.face_models or (None if args.demo else default_face_models(args.models))
-        return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16",
-                             face_expand_ratio=args.face_expand_ratio, face_models=faces)
-    kw = dict(device=args.device, dtype=args.dtype or "fp32", face_expand_ratio=args.face_expand_ratio)
-    if args.face_models:
-        kw["face_models"] = args.face_models
-    return Renderer.demo(**kw) if args.demo else Renderer.from_model_dir(args.models, **kw)
+        return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16", **pre)
+    if args.demo:
+        return Renderer.demo(device=args.device, dtype=args.dtype or "fp32", **pre)
+    return Renderer.from_model_dir(args.models, device=args.device, dtype=args.dtype or "fp32", **pre)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -25,13 +25,14 @@ def _open(path: Path):
     return container
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode, downmix to mono and resample to `sample_rate` -> float32 samples; refuses unusable tracks."""
+def load_audio(path: str | Path, sample_rate: int = 16000, channels: int = 1) -> np.ndarray:
+    """Decode, mix to `channels` (1: mono, 2: stereo) and resample to `sample_rate` -> float32 samples, (n,) for
+    mono, (channels, n) otherwise; refuses unusable tracks."""
     import av
 
     path = Path(path)
     container = _open(path)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
     chunks: list[np.ndarray] = []
     try:
         with container:
@@ -39,15 +40,26 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
                 raw = frame.to_ndarray()
                 if raw.dtype.kind == "f" and not np.isfinite(raw).all():
                     raise InputError(f"audio {path} contains NaN or infinite samples")
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
     except av.error.FFmpegError as e:
         raise InputError(f"audio {path} is corrupt or truncated ({e.__class__.__name__})") from None
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    samples = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((channels, 0), np.float32)
     if samples.size == 0:
         raise InputError(f"audio {path} holds no samples")
     if not np.isfinite(samples).all():
         raise InputError(f"audio {path} contains NaN or infinite samples")
     if np.abs(samples).max() < SILENCE_PEAK:
         raise InputError(f"audio {path} is silent")
-    return samples
+    return samples[0] if channels == 1 else samples
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float32 samples from `rate` to `target` Hz with FFmpeg's resampler (the one load_audio uses)."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None], format="fltp", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=target)
+    out = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray()[0] for f in out]).astype(np.float32)

@@ -28,6 +28,7 @@ from ..preprocess.face import HaarFaceDetector
 from ..preprocess.face_models import FaceModels, default_face_models, load_face_models
 from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
+from ..preprocess.vocals import VocalSeparator
 from ..sampling.clip import sample
 from ..sampling.ddim import DDIM
 from .backend import Backend, TorchBackend
@@ -63,10 +64,13 @@ class RenderResult:
 
 class Renderer:
     """face_models: a directory of InsightFace ONNX models (Hallo's face_analysis) for SCRFD detection and the
-    ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in."""
+    ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in.
+    vocal_separator: an MDX-Net ONNX model (Hallo's Kim_Vocal_2.onnx); when given, the voice is separated from
+    music before the audio features are computed (the video keeps the original track)."""
 
     def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0,
-                 face_models: str | Path | FaceModels | None = None):
+                 face_models: str | Path | FaceModels | None = None,
+                 vocal_separator: str | Path | VocalSeparator | None = None):
         self.backend = backend
         self.cfg = backend.cfg
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
@@ -75,12 +79,16 @@ class Renderer:
         self.face_models = face_models
         self.detector = face_models.detector if face_models else HaarFaceDetector()
         self.embedder = face_models.embedder if face_models else None
+        if vocal_separator is not None and not isinstance(vocal_separator, VocalSeparator):
+            vocal_separator = VocalSeparator(vocal_separator)
+        self.vocal_separator = vocal_separator
         self._lock = threading.Lock()
 
     @classmethod
     def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
         """Eager torch on Hallo's `pretrained_models` layout (its face_analysis models too, when present)."""
-        kw.setdefault("face_models", default_face_models(path))
+        if kw.get("face_models") is None:
+            kw["face_models"] = default_face_models(path)
         return cls(TorchBackend(load_model_dir(path), device, dtype), **kw)
 
     @classmethod
@@ -107,7 +115,10 @@ class Renderer:
         run.validate(self.cfg)
         portrait = prepare_portrait(load_image(image), run.size, run.size // self.cfg.vae.downscale, self.detector,
                                     self.face_expand_ratio, self.crop_scale, self.embedder, source=str(image))
-        samples = load_audio(audio, run.sample_rate)
+        if self.vocal_separator is not None:
+            samples = self.vocal_separator.load_vocals(audio, run.sample_rate)
+        else:
+            samples = load_audio(audio, run.sample_rate)
         if samples.shape[0] < run.sample_rate / run.fps:
             raise InputError(f"audio {audio} is shorter than one video frame "
                              f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
