@@ -167,3 +167,24 @@ def test_cli_face_models_render_and_no_face(tmp_path):
                    "--face-models", str(empty), *FAST)
     assert rc == 2 and err.startswith("emo-run: error: no face found"), err
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]
+
+
+def test_model_dir_brings_its_face_and_vocal_models(tmp_path):
+    """--models DIR uses DIR/face_analysis on its own, and --separate-vocals without a value takes
+    DIR/audio_separator/Kim_Vocal_2.onnx."""
+    from emo.runtime.models import demo_models, save_model_dir
+
+    from .test_vocals import separator_dir, tone
+
+    root = save_model_dir(demo_models(seed=5), tmp_path / "pretrained_models")
+    face_dir(root)
+    separator_dir(root / "audio_separator", 160)
+    assert (root / "audio_separator" / "Kim_Vocal_2.onnx").is_file()
+    write_wav(tmp_path / "song.wav", (tone(300, 0.4) + tone(9000, 0.4))[None], 44100)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, err = _cli(str(PORTRAIT), str(tmp_path / "song.wav"), "-o", str(out / "a.mp4"), "--models", str(root),
+                   "--separate-vocals", *FAST[:-1])
+    assert rc == 0, err
+    assert "2 faces found, used the largest" in err  # the planted detector's two faces: its models were used
+    assert probe(out / "a.mp4")["frames"] == math.ceil(0.4 * 25)
