@@ -5,7 +5,7 @@ loop, trimming, encoding), so every backend samples with the same host code.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -18,6 +18,7 @@ from .models import Models
 
 class Backend(Protocol):
     name: str
+    pipelined: bool  # True: decode_split may return before decoding ends, so the renderer yields a clip late
     cfg: ModelConfig
     device: torch.device  # where the host-side tensors (latents, motion frames) live
     dtype: torch.dtype  # their dtype
@@ -36,6 +37,16 @@ class Backend(Protocol):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (1, 4, f, h, w) -> frames (f, 3, H, W) float32 in [0, 1]."""
+
+    def decode_split(self, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        """-> (the last `tail` frames, needed at once as the next clip's motion frames; a call giving all f frames).
+        A backend with `pipelined = True` may still be decoding the others when this returns."""
+
+
+def decode_split(backend: Backend, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+    """The synchronous decode_split: everything decoded now."""
+    frames = backend.decode(latents)
+    return frames[frames.shape[0] - tail:], lambda: frames
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -63,6 +74,7 @@ class TorchBackend:
     """Eager PyTorch on any device: the same modules and functions the golden tests check."""
 
     name = "torch"
+    pipelined = False  # decode_split returns finished frames
 
     def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32"):
         self.device = resolve_device(device)
@@ -93,3 +105,6 @@ class TorchBackend:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor).float()
+
+    def decode_split(self, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        return decode_split(self, latents, tail)

@@ -18,6 +18,7 @@ from ..io_spec import ComponentSpec, component_specs, kv_names, mask_name
 from ..manifest import EngineDirError, read_manifest
 from ..preprocess.portrait import Portrait
 from ..sampling.reference import motion_context, reference_context
+from .backend import decode_split
 
 REQUIRED = ("audio_encoder", "audioproj", "imageproj", "face_locator", "vae_encoder", "vae_decoder", "reference",
             "motion", "denoiser")
@@ -48,6 +49,7 @@ def _ort():
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    pipelined = False
 
     def __init__(self, engine_dir: str | Path, device: str = "cpu", threads: int = 0):
         ort = _ort()
@@ -135,3 +137,6 @@ class OnnxRuntimeBackend:
         chunk = self.manifest.shape_ranges().decode_batch
         return torch.cat([torch.from_numpy(self.run("vae_decoder", {"latents": z[i:i + chunk]})[0])
                           for i in range(0, z.shape[0], chunk)])
+
+    def decode_split(self, latents: torch.Tensor, tail: int):
+        return decode_split(self, latents, tail)

@@ -62,6 +62,11 @@ class RenderResult:
     faces_found: int
 
 
+def _host_frames(frames_of: Callable[[], torch.Tensor], keep: int) -> np.ndarray:
+    """(f, 3, H, W) frames -> the first `keep` as float32 (keep, H, W, 3) on the host."""
+    return frames_of()[:keep].permute(0, 2, 3, 1).float().cpu().numpy()  # f c h w -> f h w c
+
+
 class Renderer:
     """face_models: a directory of InsightFace ONNX models (Hallo's face_analysis) for SCRFD detection and the
     ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in.
@@ -130,7 +135,11 @@ class Renderer:
 
     def stream(self, prepared: Prepared, run: RunConfig, seed: int = 0,
                progress: Callable[[Progress], None] | None = None) -> Iterator[np.ndarray]:
-        """Yield each clip's frames as float32 (k, H, W, 3) in [0, 1], trimmed to the audio's length."""
+        """Yield each clip's frames as float32 (k, H, W, 3) in [0, 1], trimmed to the audio's length.
+
+        With a pipelined backend (torch-fast on CUDA) a clip is yielded once the next clip's denoising has been
+        queued on the GPU: its decode, the copy to the host and whatever the caller does with the frames (encoding)
+        overlap that denoising, at the cost of one clip of latency."""
         be, cfg = self.backend, self.cfg
         f, n = run.frames, run.motion_frames
         clips = prepared.windows.shape[0] // f
@@ -141,6 +150,7 @@ class Renderer:
         with self._lock:
             video = be.prepare_video(prepared.portrait, n)
             motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
+            pending = None  # a pipelined backend's previous clip: (its frames when decoded, frames to keep)
             for c in range(clips):
                 clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
                 noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen)
@@ -152,12 +162,19 @@ class Renderer:
 
                 latents = sample(lambda x, t: be.predict(clip, x, t, run), scheduler, noise.to(be.device, be.dtype),
                                  on_step)
-                frames = be.decode(latents)  # (f, 3, H, W) float32 in [0, 1]
+                tail, frames_of = be.decode_split(latents, n)  # tail: (n, 3, H, W) float32 in [0, 1]
                 if n:
-                    motion = frames[-n:].to(be.device, be.dtype) * 2 - 1
+                    motion = tail.to(be.device, be.dtype) * 2 - 1
                 keep = min(f, prepared.frames - done)
                 done += keep
-                yield frames[:keep].permute(0, 2, 3, 1).cpu().numpy()  # f c h w -> f h w c
+                if pending is not None:  # the previous clip, decoded while this one was denoised
+                    yield _host_frames(*pending)
+                pending = (frames_of, keep)
+                if not be.pipelined:
+                    yield _host_frames(*pending)
+                    pending = None
+            if pending is not None:
+                yield _host_frames(*pending)
 
     def render(self, image: str | Path, audio: str | Path, output: str | Path, run: RunConfig, seed: int = 0,
                frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None

@@ -6,7 +6,9 @@
   once per clip into static buffers;
 - the guided denoising step (both CFG halves in one batch) captured in a CUDA graph per shape and replayed for
   every step of every clip;
-- fused Triton kernels (emo.kernels) switched on for its calls only.
+- fused Triton kernels (emo.kernels) switched on for its calls only;
+- on CUDA, a clip's VAE decode split: the n frames the next clip needs as motion frames decoded at once, the
+  others on a side stream while the next clip is denoised (`pipelined`; the renderer then yields one clip late).
 
 Without CUDA (tests) the same static-buffer path runs eagerly, so its bookkeeping is checked on any machine.
 """
@@ -19,8 +21,8 @@ import torch
 
 from ..config import RunConfig
 from ..kernels import registry
-from ..sampling.clip import ClipConditioning, VideoConditioning, guided_prediction
-from .backend import TorchBackend
+from ..sampling.clip import ClipConditioning, VideoConditioning, decode_frames, guided_prediction
+from .backend import TorchBackend, decode_split
 from .models import Models
 
 
@@ -62,7 +64,8 @@ class TorchFastBackend(TorchBackend):
     name = "torch-fast"
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
-                 cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS):
+                 cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS,
+                 overlap_decode: bool | None = None):
         super().__init__(models, device, dtype)
         on_cuda = self.device.type == "cuda"
         if cuda_graphs and not on_cuda:
@@ -70,6 +73,10 @@ class TorchFastBackend(TorchBackend):
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
         self._steps: dict[tuple, _Step] = {}
+        self.pipelined = on_cuda if overlap_decode is None else overlap_decode
+        if self.pipelined and not on_cuda:
+            raise ValueError("overlapped decoding needs a CUDA device")
+        self._decode_stream = torch.cuda.Stream(self.device) if self.pipelined else None
 
     def prepare_video(self, portrait, motion_frames):
         with registry.using(self.kernels):
@@ -82,6 +89,26 @@ class TorchFastBackend(TorchBackend):
     def decode(self, latents):
         with registry.using(self.kernels):
             return super().decode(latents)
+
+    @torch.no_grad()
+    def decode_split(self, latents: torch.Tensor, tail: int):
+        if not self.pipelined or not 0 < tail < latents.shape[2]:
+            return decode_split(self, latents, tail)
+        f, scale, vae = latents.shape[2], self.cfg.vae.scaling_factor, self.models.vae
+        main, side = torch.cuda.current_stream(self.device), self._decode_stream
+        with registry.using(self.kernels):
+            last = decode_frames(vae, latents[:, :, f - tail:], scale).float()  # on the main stream, needed next
+            side.wait_stream(main)  # latents and `last` are ready for the side stream
+            with torch.cuda.stream(side):
+                head = decode_frames(vae, latents[:, :, :f - tail], scale).float()
+        latents.record_stream(side)  # not reused by the main stream's allocations before the side stream is done
+        last.record_stream(side)
+
+        def frames() -> torch.Tensor:
+            with torch.cuda.stream(side):  # joins and copies on the side stream: the main one keeps denoising
+                return torch.cat([head, last]).cpu()
+
+        return last, frames
 
     def _call(self, step: _Step) -> torch.Tensor:
         with registry.using(self.kernels):
