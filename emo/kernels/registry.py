@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-KERNELS = ("group_norm_silu", "two_source_attention")
+KERNELS = ("group_norm_silu", "two_source_attention", "temporal_attention", "audio_attention")
 _enabled: set[str] = set()
 _local = threading.local()  # per-thread override set by `using`
 

@@ -5,16 +5,31 @@ lip) are weighted by region masks, passed through 1x1 convs (per-token linear ma
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import registry
+from ..kernels.audio_attention import audio_attention
+from ..kernels.folded_weights import folded
 from .attention import Attention, FeedForward
 
 
 def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 conv applied to tokens (b, l, c): the same as a linear map over channels."""
     return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+class _Stacked(NamedTuple):
+    """The stacked branch's weights, folded for `AudioTransformerBlock.stacked_fused` (i = full, face, lip)."""
+
+    q: torch.Tensor  # (3·inner, c): the three to_q stacked
+    kv: torch.Tensor  # (6·inner, c_a): to_k of the three, then to_v of the three
+    out: torch.Tensor  # (c, 3·inner): [conv_i.W @ to_out_i.W]_i side by side
+    out_bias: torch.Tensor  # (3, c): conv_i.W @ to_out_i.b (scaled by the region mask per token)
+    conv_bias: torch.Tensor  # (3, c): conv_i.b
 
 
 class AudioTransformerBlock(nn.Module):
@@ -44,6 +59,8 @@ class AudioTransformerBlock(nn.Module):
         n = self.norm2(x)
         if not self.stacked:
             x = self.attn2(n, audio) + x
+        elif registry.active("audio_attention", n):
+            x = self.stacked_fused(n, audio, masks, motion_scale) + x
         else:
             parts = [
                 _pointwise(conv, attn(n, audio) * m[None, :, None])
@@ -54,6 +71,38 @@ class AudioTransformerBlock(nn.Module):
                 parts = [p * s for p, s in zip(parts, motion_scale)]
             x = parts[0] + parts[1] + parts[2] + x
         return self.ff(self.norm3(x)) + x
+
+    def _fold(self) -> _Stacked:
+        attns = (self.attn2_0, self.attn2_1, self.attn2_2)
+        convs = (self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip)
+        dtype = attns[0].to_out.weight.dtype
+        composed = [conv.weight.flatten(1).float() @ a.to_out.weight.float() for a, conv in zip(attns, convs)]
+        out_bias = [conv.weight.flatten(1).float() @ a.to_out.bias.float() for a, conv in zip(attns, convs)]
+        return _Stacked(torch.cat([a.to_q.weight for a in attns]),
+                        torch.cat([a.to_k.weight for a in attns] + [a.to_v.weight for a in attns]),
+                        torch.cat(composed, dim=1).to(dtype), torch.stack(out_bias).to(dtype),
+                        torch.stack([conv.bias for conv in convs]))
+
+    def stacked_fused(self, n: torch.Tensor, audio: torch.Tensor, masks: torch.Tensor,
+                      motion_scale: torch.Tensor | None) -> torch.Tensor:
+        """The stacked branch's sum, as one stacked attention (`audio_attention`) and one matmul. With
+        a_i = merge_heads(softmax(q_i k_i^T / sqrt(d)) v_i), W_i / b_i the 1x1 conv, s_i the motion scale:
+
+            s_i·conv_i(m_i·to_out_i(a_i)) = (s_i m_i)·(W_i to_out_i.W) a_i + (s_i m_i)·W_i to_out_i.b + s_i b_i,
+
+        so the sum over i is [m'_0 a_0 | m'_1 a_1 | m'_2 a_2] @ [W_i to_out_i.W]_i^T + m'^T [W_i to_out_i.b]_i
+        + Σ_i s_i b_i with m'_i = s_i m_i; the kernel applies m' to its output rows. Equal to the plain branch up
+        to rounding."""
+        w = folded(self, "stacked", self._fold)
+        b, l, _ = n.shape
+        t, heads = audio.shape[1], 3 * self.attn2_0.heads
+        q = F.linear(n, w.q).view(b, l, heads, -1)  # b l c -> b l (3 h d) -> b l (3 h) d
+        k, v = F.linear(audio, w.kv).view(b, t, 2, heads, -1).unbind(2)  # b t (2 3 h d) -> 2 x b t (3 h) d
+        scale = masks.new_ones(3) if motion_scale is None else motion_scale
+        weights = (masks * scale[:, None]).to(n.dtype)  # m' (3, l)
+        a = audio_attention(q, k, v, weights).reshape(b, l, -1)  # b l (3 h) d -> b l (3 h d)
+        bias = weights.T @ w.out_bias + scale.to(n.dtype) @ w.conv_bias  # (l, 3) @ (3, c) + (c,) -> (l, c)
+        return F.linear(a, w.out) + bias
 
 
 class AudioTransformer(nn.Module):

@@ -4,8 +4,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import registry
+from ..kernels.folded_weights import folded
+from ..kernels.temporal_attention import temporal_attention
 from .attention import Attention, FeedForward
 
 
@@ -26,10 +30,23 @@ class TemporalAttention(Attention):
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """x ((b f), l, c) -> same; every spatial token attends over the f frames."""
+        if registry.active("temporal_attention", x):
+            return self.frame_major(x, frames)
         bf, l, c = x.shape
         h = x.view(bf // frames, frames, l, c).transpose(1, 2).reshape(-1, frames, c)  # (b f) l c -> (b l) f c
         h = super().forward(h + self.pe[:, :frames])
         return h.view(bf // frames, l, frames, c).transpose(1, 2).reshape(bf, l, c)  # (b l) f c -> (b f) l c
+
+    def frame_major(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """The same attention without leaving the (b f) l c layout: one qkv projection, `temporal_attention` on
+        (b, f, l, h, d) views. Used with the fused kernel; equal to `forward` up to rounding."""
+        bf, l, c = x.shape
+        h = x.view(bf // frames, frames, l, c) + self.pe[0, :frames, None]  # (b f) l c -> b f l c, + pe (f, 1, c)
+        w_qkv = folded(self, "qkv", lambda: torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight]))
+        qkv = F.linear(h, w_qkv)  # b f l c -> b f l (3 h d)
+        q, k, v = qkv.view(*h.shape[:3], 3, self.heads, -1).unbind(3)  # b f l (3 h d) -> 3 x b f l h d
+        out = temporal_attention(q, k, v)  # b f l h d
+        return self.to_out(out.reshape(bf, l, -1))  # b f l h d -> (b f) l (h d) -> (b f) l c
 
 
 class TemporalTransformerBlock(nn.Module):
