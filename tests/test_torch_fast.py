@@ -102,7 +102,7 @@ def test_bench_harness_writes_side_by_side_json(tmp_path):
     from emo.cli.bench import main
 
     out = tmp_path / "bench.json"
-    assert main(["--clips", "2", "--warmup", "1", "--steps", "1", "--frames", "4", "--size", "64",
+    assert main(["--clips", "2", "--warmup", "1", "--steps", "1", "--frames", "4", "--size", "64", "--profile", "1",
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"eager", "fast"} and report["speedup_fps"] > 0
@@ -116,3 +116,4 @@ def test_bench_harness_writes_side_by_side_json(tmp_path):
     assert {"device", "torch", "python"} <= set(report["environment"]) and report["command"]
     for r in report["results"].values():  # the real renderer end to end on --clips clips of audio
         assert r["render"]["frames"] == 8 and r["render"]["fps"] > 0
+        assert r["profile"] and {"name", "calls", "device_us", "self_cpu_us"} <= set(r["profile"][0])

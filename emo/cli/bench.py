@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-render", dest="render", action="store_false",
                    help="skip the end-to-end run of the real renderer (emo-run's streaming path) on --clips clips "
                         "of audio")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="also profile STEPS denoising steps of each backend with torch.profiler (top ops by time)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--backends", default="eager,fast", help="comma-separated: eager, fast")
     p.add_argument("--out", help="result JSON (default: bench/results/<date>-<device>-bench.json)")
@@ -111,6 +113,7 @@ def _bench_backend(name, backend, prepared, run, args, audio_path, workdir) -> d
                 frames_done += f
         clock.sync()
         total = time.perf_counter() - timed_start
+    profile = _profile(backend, clip, latents, run, args.profile) if args.profile else None
     peak = (torch.cuda.max_memory_allocated(backend.device) if backend.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     busy = {k: sum(v) for k, v in clock.stages.items()}
@@ -118,7 +121,28 @@ def _bench_backend(name, backend, prepared, run, args, audio_path, workdir) -> d
             "share": {k: v / total for k, v in busy.items()},
             "seconds": total, "frames": frames_done, "fps": frames_done / total,
             "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if backend.device.type == "cuda"
-            else "process_max_rss"}
+            else "process_max_rss"} | ({"profile": profile} if profile else {})
+
+
+def _profile(backend, clip, latents, run, steps: int, top: int = 30) -> list[dict]:
+    """torch.profiler over `steps` guided steps -> the top ops by device time (CPU time without a GPU). Under a
+    CUDA graph the kernels show as the graph's launch unless the profiler can see into graphs."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = backend.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for i in range(steps):
+            backend.predict(clip, latents, 999 - i, run)
+        if cuda:
+            torch.cuda.synchronize(backend.device)
+
+    def device_us(e) -> float:
+        return float(getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0) or 0)
+
+    events = sorted(prof.key_averages(), key=lambda e: (device_us(e), e.self_cpu_time_total), reverse=True)
+    return [{"name": e.key, "calls": e.count, "device_us": device_us(e), "self_cpu_us": float(e.self_cpu_time_total)}
+            for e in events[:top]]
 
 
 def _bench_render(renderer, image: str, audio: str, run, clips: int, workdir: Path) -> dict:
