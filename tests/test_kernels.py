@@ -175,3 +175,40 @@ def test_fallback_when_switched_off(monkeypatch):
         MotionModule(32, 2, 1, 1, 8)(torch.randn(4, 32, 2, 2), 2)
         AudioTransformerBlock(16, 2, 8, 8, stacked=True)(torch.randn(1, 3, 16), torch.randn(1, 2, 8), torch.ones(3, 3),
                                                           None)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid(-large) = 0, correct
+def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
+    """One guided step of the tiny model (CFG halves, reference K/V, motion frames in the mid block, stacked audio
+    attention) with all four kernels vs without. Tolerance: a few times the float32 rounding noise of this random
+    net, measured here as float32 vs float64 eager."""
+    import copy
+
+    from emo.config import RunConfig
+    from emo.runtime.backend import TorchBackend
+    from emo.runtime.models import demo_models
+    from emo.runtime.renderer import Renderer
+
+    from .media_factory import PORTRAIT, voice, write_wav
+
+    run = RunConfig(frames=4, motion_frames=2, steps=1, size=64)
+    models = demo_models()
+    renderer = Renderer(TorchBackend(models, DEVICE, "fp32"))
+    wav = write_wav(tmp_path / "voice.wav", voice(0.2))
+    prepared = renderer.prepare(PORTRAIT, wav, run)
+
+    def predict(backend: TorchBackend, dtype: torch.dtype) -> torch.Tensor:
+        video = backend.prepare_video(prepared.portrait, run.motion_frames)
+        motion = prepared.portrait.pixels.to(DEVICE, dtype).expand(run.motion_frames, -1, -1, -1)
+        clip = backend.prepare_clip(video, motion, prepared.windows[:run.frames])
+        x = torch.randn(1, 4, run.frames, 8, 8, generator=torch.Generator().manual_seed(0)).to(DEVICE, dtype)
+        return backend.predict(clip, x, 999, run).double()
+
+    with registry.using(()):
+        ref = predict(renderer.backend, torch.float32)
+        exact = predict(TorchBackend(copy.deepcopy(models), DEVICE, torch.float64), torch.float64)
+    with registry.using(registry.KERNELS):
+        got = predict(renderer.backend, torch.float32)
+    noise = (ref - exact).abs().max().item()
+    assert 0 < noise < 1e-2
+    assert (got - ref).abs().max().item() < 4 * noise + 1e-4, ((got - ref).abs().max().item(), noise)
