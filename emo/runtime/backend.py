@@ -75,6 +75,7 @@ class TorchBackend:
 
     name = "torch"
     pipelined = False  # decode_split returns finished frames
+    decode_batch = 4  # frames a VAE decode call
 
     def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32"):
         self.device = resolve_device(device)
@@ -104,7 +105,7 @@ class TorchBackend:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor).float()
+        return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor, self.decode_batch).float()
 
     def decode_split(self, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
         return decode_split(self, latents, tail)

@@ -65,13 +65,14 @@ class TorchFastBackend(TorchBackend):
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
                  cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS,
-                 overlap_decode: bool | None = None):
+                 overlap_decode: bool | None = None, decode_batch: int = 8):
         super().__init__(models, device, dtype)
         on_cuda = self.device.type == "cuda"
         if cuda_graphs and not on_cuda:
             raise ValueError("CUDA graphs need a CUDA device")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
+        self.decode_batch = decode_batch  # fp16 frames a VAE decode call: fewer launches, more memory
         self._steps: dict[tuple, _Step] = {}
         self.pipelined = on_cuda if overlap_decode is None else overlap_decode
         if self.pipelined and not on_cuda:
@@ -97,10 +98,10 @@ class TorchFastBackend(TorchBackend):
         f, scale, vae = latents.shape[2], self.cfg.vae.scaling_factor, self.models.vae
         main, side = torch.cuda.current_stream(self.device), self._decode_stream
         with registry.using(self.kernels):
-            last = decode_frames(vae, latents[:, :, f - tail:], scale).float()  # on the main stream, needed next
+            last = decode_frames(vae, latents[:, :, f - tail:], scale, self.decode_batch).float()  # needed next
             side.wait_stream(main)  # latents and `last` are ready for the side stream
             with torch.cuda.stream(side):
-                head = decode_frames(vae, latents[:, :, :f - tail], scale).float()
+                head = decode_frames(vae, latents[:, :, :f - tail], scale, self.decode_batch).float()
         latents.record_stream(side)  # not reused by the main stream's allocations before the side stream is done
         last.record_stream(side)
 
