@@ -24,7 +24,7 @@ def ort_session(path: Path, providers: list[str] | None = None):
         import onnxruntime as ort
     except ImportError:
         raise InputError(f"{path.parent} holds ONNX face models; running them needs onnxruntime "
-                         "(pip install 'emo-runtime[onnxruntime]')") from None
+                         "(pip install onnxruntime)") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
