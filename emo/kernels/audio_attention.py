@@ -40,9 +40,9 @@ def audio_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks:
     masks = masks.contiguous()
     b, length, heads, d = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous (b, l, g·h, d)
-    block_d = max(16, 1 << (d - 1).bit_length())  # head dims 40/80/160 padded to a power of two
+    block_d = registry.pow2_block(d, 16)  # head dims 40/80/160 padded to a power of two
     block_m = 64 if block_d <= 64 else 32
-    block_n = min(64, max(16, 1 << (k.shape[1] - 1).bit_length()))  # the whole audio sequence when it is short
+    block_n = min(64, registry.pow2_block(k.shape[1], 16))  # the whole audio sequence when it is short
     grid = (math.ceil(length / block_m), b * heads)
     _kernel()[grid](q, k, v, masks, out, length, k.shape[1], heads, heads // masks.shape[0], d, d ** -0.5,
                     *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],

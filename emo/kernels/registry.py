@@ -58,6 +58,11 @@ def using(names: frozenset[str] | set[str] | tuple[str, ...]) -> Iterator[None]:
         _local.names = previous
 
 
+def pow2_block(n: int, minimum: int) -> int:
+    """The smallest power of two >= n and >= minimum: a Triton block covering n (e.g. head dims 40/80/160)."""
+    return max(minimum, 1 << (n - 1).bit_length())
+
+
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 

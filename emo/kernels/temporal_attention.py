@@ -31,8 +31,8 @@ def _kernel():
 
 def _blocks(frames: int, d: int) -> tuple[int, int, int, int]:
     """(BLOCK_L, BLOCK_F, BLOCK_D, num_warps): f and d padded to powers of two; ~4096 key elements a program."""
-    block_f = max(2, 1 << (frames - 1).bit_length())
-    block_d = max(16, 1 << (d - 1).bit_length())  # head dims 40/80/160 -> 64/128/256
+    block_f = registry.pow2_block(frames, 2)
+    block_d = registry.pow2_block(d, 16)  # head dims 40/80/160 -> 64/128/256
     block_l = max(1, min(32, 4096 // (block_f * block_d)))
     return block_l, block_f, block_d, 4 if block_l * block_f * block_d <= 4096 else 8
 

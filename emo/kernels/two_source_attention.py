@@ -38,7 +38,7 @@ def two_source_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     k_ref, v_ref = k_ref.contiguous(), v_ref.contiguous()
     b, heads, length, d = q.shape
     out = torch.empty_like(q)
-    block_d = max(16, 1 << (d - 1).bit_length())  # head dims 40/80/160 padded to a power of two
+    block_d = registry.pow2_block(d, 16)  # head dims 40/80/160 padded to a power of two
     block_m, block_n = (64, 64) if block_d <= 64 else (32, 32)
     grid = (math.ceil(length / block_m), b * heads)
     _kernel()[grid](q, k, v, k_ref, v_ref, out, length, k_ref.shape[2], b - k_ref.shape[0], heads, d, d ** -0.5,

@@ -42,10 +42,20 @@ class Face:
                        kps=None if self.kps is None else tuple(fn(p) for p in self.kps))
 
 
-def estimated_lip_box(mouth: Point, box: Box) -> Box:
-    """Lip box from the mouth centre and the face box (standard proportions), when no mouth corners are known."""
-    w, h = box[2] - box[0], box[3] - box[1]
-    return mouth[0] - 0.2 * w, mouth[1] - 0.07 * h, mouth[0] + 0.2 * w, mouth[1] + 0.07 * h
+def estimated_eyes(box: Box) -> tuple[Point, Point]:
+    """Eye positions from the face box alone (standard proportions)."""
+    x, y, w, h = box[0], box[1], box[2] - box[0], box[3] - box[1]
+    return (x + 0.32 * w, y + 0.40 * h), (x + 0.68 * w, y + 0.40 * h)
+
+
+def face_from_eyes(box: Box, left: Point, right: Point, landmarks: str, score: float = 1.0) -> Face:
+    """A face whose mouth and lip box follow from the eyes and the box (no mouth landmarks known)."""
+    h = box[3] - box[1]
+    eye_mid = ((left[0] + right[0]) / 2, (left[1] + right[1]) / 2)
+    mouth = (eye_mid[0], min(eye_mid[1] + 0.42 * h, box[1] + 0.92 * h))
+    w = box[2] - box[0]
+    lip = (mouth[0] - 0.2 * w, mouth[1] - 0.07 * h, mouth[0] + 0.2 * w, mouth[1] + 0.07 * h)
+    return Face(box, left, right, mouth, lip, landmarks, score)
 
 
 class HaarFaceDetector:
@@ -78,12 +88,7 @@ class HaarFaceDetector:
         upper = gray[y: y + h // 2, x: x + w]
         eyes = self._eyes.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=4, minSize=(w // 10, w // 10))
         centers = sorted(((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
-        found = len(centers) >= 2
-        if found:  # the two outermost detections
-            left, right = centers[0], centers[-1]
-        else:
-            left, right = (x + 0.32 * w, y + 0.40 * h), (x + 0.68 * w, y + 0.40 * h)
-        eye_mid = ((left[0] + right[0]) / 2, (left[1] + right[1]) / 2)
-        mouth = (eye_mid[0], min(eye_mid[1] + 0.42 * h, y + 0.92 * h))
         box = (float(x), float(y), float(x + w), float(y + h))
-        return Face(box, left, right, mouth, estimated_lip_box(mouth, box), "haar-eyes" if found else "estimated")
+        if len(centers) >= 2:  # the two outermost detections
+            return face_from_eyes(box, centers[0], centers[-1], "haar-eyes")
+        return face_from_eyes(box, *estimated_eyes(box), "estimated")

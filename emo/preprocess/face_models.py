@@ -12,25 +12,10 @@ from pathlib import Path
 
 from ..errors import InputError
 from .arcface import ArcFaceEmbedder, normalises_inside
-from .scrfd import ScrfdDetector
+from .onnx_session import ort_session
+from .scrfd import DETECTOR_OUTPUTS, ScrfdDetector
 
-DETECTOR_OUTPUTS = (6, 9, 10, 15)
 LIKELY = ("scrfd", "det_", "glintr", "w600k", "arcface")  # tried first, so that the big unused models stay unloaded
-
-
-def ort_session(path: Path, providers: list[str] | None = None):
-    """An ONNX Runtime session, or a one-line InputError naming the file."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise InputError(f"{path.parent} holds ONNX face models; running them needs onnxruntime "
-                         "(pip install onnxruntime)") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types for corrupt or foreign graphs
-        raise InputError(f"cannot load face model {path}: {str(e).splitlines()[0]}") from None
 
 
 def role(session) -> str | None:
@@ -69,7 +54,7 @@ def load_face_models(path: str | Path, providers: list[str] | None = None) -> Fa
     for file in candidates:
         if len(sessions) == 2:
             break
-        session = ort_session(file, providers)
+        session = ort_session(file, "face model", providers)
         kind = role(session)
         if kind is not None and kind not in sessions:
             sessions[kind], files[kind] = session, file
@@ -82,16 +67,6 @@ def load_face_models(path: str | Path, providers: list[str] | None = None) -> Fa
 
 
 def default_face_models(model_dir: str | Path) -> Path | None:
-    """<model_dir>/face_analysis when it holds ONNX models and onnxruntime can run them, else None (with a note
-    on stderr when the models are there but onnxruntime is not)."""
-    import importlib.util
-    import sys
-
+    """<model_dir>/face_analysis when it holds ONNX models, else None."""
     directory = Path(model_dir) / "face_analysis"
-    if not any(directory.glob("models/*.onnx")):
-        return None
-    if importlib.util.find_spec("onnxruntime") is None:
-        print(f"note: {directory} is not used (needs onnxruntime); faces are found with OpenCV and the face "
-              "embedding is a stand-in", file=sys.stderr)
-        return None
-    return directory
+    return directory if any(directory.glob("models/*.onnx")) else None

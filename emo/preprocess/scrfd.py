@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .face import Face, estimated_lip_box
+from .face import Face, estimated_eyes, face_from_eyes
 
+DETECTOR_OUTPUTS = (6, 9, 10, 15)  # 3 or 5 strides x (score, box[, landmarks])
 MOUTH_HEIGHT = 0.4  # lip box height / mouth-corner distance (closed mouth), before Hallo's 2x expansion
 
 
@@ -61,8 +62,8 @@ class ScrfdDetector:
         self.session = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
         count = len(outputs)
-        if count not in (6, 9, 10, 15):
-            raise ValueError(f"a SCRFD detector has 6, 9, 10 or 15 outputs, this one has {count}")
+        if count not in DETECTOR_OUTPUTS:
+            raise ValueError(f"a SCRFD detector has {DETECTOR_OUTPUTS} outputs, this one has {count}")
         self.levels = 3 if count in (6, 9) else 5
         self.strides = (8, 16, 32, 64, 128)[:self.levels]
         self.anchors = 2 if self.levels == 3 else 1
@@ -102,18 +103,14 @@ class ScrfdDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         boxes, scores, points = self.raw(rgb)
-        faces = [self._face(b, s, None if points is None else p)
-                 for b, s, p in zip(boxes, scores, points if points is not None else [None] * len(boxes))]
-        return sorted(faces, key=lambda f: f.area, reverse=True)
+        points = [None] * len(boxes) if points is None else points
+        return sorted(map(self._face, boxes, scores, points), key=lambda f: f.area, reverse=True)
 
     @staticmethod
     def _face(box: np.ndarray, score: float, kps: np.ndarray | None) -> Face:
         b = tuple(float(v) for v in box)
-        if kps is None:  # a detector without landmarks: Haar-like proportions from the box
-            w, h = b[2] - b[0], b[3] - b[1]
-            left, right = (b[0] + 0.32 * w, b[1] + 0.40 * h), (b[0] + 0.68 * w, b[1] + 0.40 * h)
-            mouth = (b[0] + 0.5 * w, b[1] + 0.82 * h)
-            return Face(b, left, right, mouth, estimated_lip_box(mouth, b), "estimated", float(score))
+        if kps is None:  # a detector without landmarks: standard proportions from the box
+            return face_from_eyes(b, *estimated_eyes(b), "estimated", float(score))
         pts = tuple((float(x), float(y)) for x, y in kps)
         (mlx, mly), (mrx, mry) = pts[3], pts[4]
         mouth = ((mlx + mrx) / 2, (mly + mry) / 2)

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..media.audio import SILENCE_PEAK, load_audio, resample
+from .onnx_session import ort_session
 
 HASHED_BYTES = 10000 * 1024
 PEAK = 0.9  # mixes louder than this are scaled down before separation
@@ -81,12 +82,10 @@ def mdx_config(path: Path, dim_f: int | None, dim_t: int | None) -> MdxConfig:
 
 class VocalSeparator:
     def __init__(self, path: str | Path, providers: list[str] | None = None):
-        from .face_models import ort_session
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"vocal separation model not found: {path}")
-        self.session = ort_session(path, providers)
+        self.session = ort_session(path, "vocal separation model", providers)
         inp = self.session.get_inputs()[0]
         shape = inp.shape
         if len(shape) != 4 or shape[1] != 4 or len(self.session.get_outputs()) != 1:

@@ -81,7 +81,6 @@ class Renderer:
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
         if face_models is not None and not isinstance(face_models, FaceModels):
             face_models = load_face_models(face_models)
-        self.face_models = face_models
         self.detector = face_models.detector if face_models else HaarFaceDetector()
         self.embedder = face_models.embedder if face_models else None
         if vocal_separator is not None and not isinstance(vocal_separator, VocalSeparator):
