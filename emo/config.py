@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
+from .validation import in_range
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,10 @@ class ModelConfig:
         )
 
 
+MAX_FPS = 120
+MAX_SIZE = 4096  # square side in pixels: 64x the 512 the models are trained at, far beyond any GPU's memory
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Per-render settings (Hallo's inference defaults)."""
@@ -235,19 +240,22 @@ class RunConfig:
     sample_rate: int = 16000
 
     def validate(self, model: ModelConfig | None = None) -> None:
-        """Raise InputError with a one-line message for settings the model cannot run."""
-        if self.steps <= 0:
-            raise InputError(f"steps must be > 0 (got {self.steps})")
-        if self.fps <= 0:
-            raise InputError(f"fps must be > 0 (got {self.fps})")
-        if self.frames <= 0:
-            raise InputError(f"frames per clip must be > 0 (got {self.frames})")
-        if self.motion_frames < 0:
-            raise InputError(f"motion frames must be >= 0 (got {self.motion_frames})")
-        if self.size <= 0 or self.size % 64:
+        """Raise InputError with a one-line message for settings the model cannot run (every number finite, in
+        range, and consistent with the others)."""
+        steps_max = (model.scheduler if model is not None else SchedulerConfig()).num_train_timesteps
+        in_range("steps", self.steps, 1, steps_max)
+        in_range("fps", self.fps, 1, MAX_FPS)
+        in_range("frames per clip", self.frames, 1)
+        in_range("motion frames", self.motion_frames, 0)
+        if self.motion_frames > self.frames:  # the next clip's motion frames are the last n frames of this one
+            raise InputError(f"motion frames must be <= frames per clip (got {self.motion_frames} > {self.frames})")
+        in_range("size", self.size, 64, MAX_SIZE)
+        if self.size % 64:
             raise InputError(f"size must be a positive multiple of 64 (got {self.size})")
-        if self.guidance_scale < 1:
-            raise InputError(f"guidance scale must be >= 1 (got {self.guidance_scale})")
+        in_range("guidance scale", self.guidance_scale, 1)
+        for name, s in zip(("full", "face", "lip"), self.motion_scale, strict=True):
+            in_range(f"{name} motion scale", s, 0)
+        in_range("sample rate", self.sample_rate, 1)
         if model is not None and self.frames + self.motion_frames > model.motion.max_len:
             raise InputError(f"frames + motion frames must be <= {model.motion.max_len} "
                              f"(got {self.frames} + {self.motion_frames})")

@@ -13,9 +13,10 @@ Dimension names:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .config import ModelConfig
+from .errors import InputError
 from .models.unet_layout import transformer_specs
 
 FLOAT = "float"  # follows the precision of the export (float32 or float16)
@@ -59,6 +60,19 @@ RANGE_PRESETS = {
                         audio_seconds=(0.04, 4.0, 60.0)),
     "hallo-sd15": ShapeRanges(),
 }
+
+
+def default_ranges(cfg: ModelConfig) -> ShapeRanges:
+    """The ranges of the model's preset (hallo-sd15's for other models)."""
+    return RANGE_PRESETS.get(cfg.name, RANGE_PRESETS["hallo-sd15"])
+
+
+def with_max_audio(r: ShapeRanges, seconds: float) -> ShapeRanges:
+    """r with its audio range ending at `seconds` (the longest audio an exported audio encoder accepts)."""
+    lo, opt, _ = r.audio_seconds
+    if not math.isfinite(seconds) or seconds < max(lo, 1.0):
+        raise InputError(f"--max-audio-seconds must be a finite number >= {max(lo, 1.0):g} (got {seconds})")
+    return replace(r, audio_seconds=(lo, min(opt, seconds), seconds))
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,18 @@ def read_manifest(directory: str | Path, expect_format: str, components: tuple[s
             raise EngineDirError(f"{path}: the IO spec of {name} differs from this runtime's for that model config "
                                  f"(exported by another version; re-export)")
         for f in (entry.file, entry.data_file):
-            if f is not None and not (directory / f).is_file():
+            if f is not None and not confined(directory, f, f"{path}: {name}").is_file():
                 raise EngineDirError(f"{directory} is incomplete: {f} is missing")
     return m
+
+
+def confined(directory: Path, name: str, what: str) -> Path:
+    """directory / name, refused unless it stays inside the directory once resolved: no absolute path, no ../,
+    no symlink out (a manifest must not make the runtime load a graph from elsewhere)."""
+    if not isinstance(name, str) or not name:
+        raise EngineDirError(f"{what}: file name {name!r} is not a relative path")
+    path = directory / name
+    root = directory.resolve()
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(root):
+        raise EngineDirError(f"{what}: {name} is outside the engine directory {directory}; refusing to load it")
+    return path

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..media.outputs import atomic_output, output_target
 from .common import run_main
 
 PROG = "emo-bench"
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also profile STEPS denoising steps of each backend with torch.profiler (top ops by time)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--backends", default="eager,fast", help="comma-separated: eager, fast")
-    p.add_argument("--out", help="result JSON (default: bench/results/<date>-<device>-bench.json)")
+    p.add_argument("--out", help="result JSON (default: <date>-<device>-bench.json in the current directory)")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -252,10 +253,10 @@ def _run(args: argparse.Namespace) -> int:
     if {"eager", "fast"} <= set(results):
         report["speedup_fps"] = results["fast"]["fps"] / results["eager"]["fps"]
         print(f"{PROG}: fast / eager = {report['speedup_fps']:.2f}x")
-    out = Path(args.out) if args.out else Path("bench/results") / (
-        f"{datetime.now():%Y-%m-%d}-{env['device'].replace(' ', '_')}-bench.json")
+    out = Path(args.out) if args.out else Path(f"{datetime.now():%Y-%m-%d}-{env['device'].replace(' ', '_')}-bench.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_output(output_target(out)) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{PROG}: wrote {out}")
     return 0
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..checkpoints.state_dict import CheckpointError
 from ..config import PRESETS
@@ -26,16 +29,55 @@ def load_models(args: argparse.Namespace):
     return demo_models() if args.demo else load_model_dir(args.models)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (timeout, docker stop, job schedulers, a closed terminal), raised in the main thread so that
+    the work unwinds like Ctrl-C: every open output deletes its temporary file. Not an Exception, so that no
+    `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def terminating_signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM / SIGHUP raise Terminated (once: a second one does not cut the cleanup)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be installed from the main thread
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in TERMINATING}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace,
              interrupted: str = "interrupted") -> int:
-    """Run a command body: bad input -> one line and exit 2, Ctrl-C -> 130, anything else -> one line and 1
-    (with --verbose, the traceback instead)."""
+    """Run a command body: bad input -> one line and exit 2; Ctrl-C -> 130, SIGHUP -> 129, SIGTERM -> 143 (128 +
+    the signal, as a shell reports it), after cleaning up; anything else -> one line and 1 (with --verbose, the
+    traceback instead)."""
     verbose = getattr(args, "verbose", False)
     try:
-        return body(args)
+        with terminating_signals_raise():
+            return body(args)
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated as e:
+        print(f"{prog}: {signal.Signals(e.signum).name} received: {interrupted}", file=sys.stderr)
+        return 128 + e.signum
     except (InputError, CheckpointError) as e:
         if verbose:
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io_spec import COMPONENTS, RANGE_PRESETS
+from ..io_spec import COMPONENTS, RANGE_PRESETS, default_ranges, with_max_audio
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-export"
@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
     p.add_argument("--ranges", choices=sorted(RANGE_PRESETS),
                    help="shape ranges the graphs (and later engine profiles) cover; default: the model's preset")
+    p.add_argument("--max-audio-seconds", type=float, metavar="S",
+                   help="longest audio the audio encoder graph accepts (default: the ranges' own, 60 s for tiny, "
+                        "120 s for hallo-sd15); it attends over the whole audio, so its memory grows with S squared")
     p.add_argument("--skip-checks", action="store_true", help="do not run the graph checks after export")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
@@ -35,14 +38,16 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not components:
         raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(COMPONENTS)}")
     models = load_models(args)
+    ranges = RANGE_PRESETS[args.ranges] if args.ranges else None
+    if args.max_audio_seconds is not None:
+        ranges = with_max_audio(ranges or default_ranges(models.cfg), args.max_audio_seconds)
     say = (lambda *a: None) if args.quiet else print
 
     def done(g) -> None:
         say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
             + (f" + {g.data_file}" if g.data_file else ""))
 
-    manifest = export_models(models, args.out, args.precision,
-                             RANGE_PRESETS[args.ranges] if args.ranges else None, components, done)
+    manifest = export_models(models, args.out, args.precision, ranges, components, done)
     if args.skip_checks:
         return 0
     failed = 0

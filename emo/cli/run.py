@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from importlib import resources
 from pathlib import Path
 
 from ..config import RUN_PRESETS, RunConfig
 from ..errors import InputError
+from ..runtime.renderer import check_outputs
+from ..validation import check_face_expand_ratio, check_seed
 from .common import run_main
 from .progress import ProgressLine
 
@@ -62,17 +65,48 @@ def _vocal_model(args: argparse.Namespace) -> str | None:
     return str(Path(args.models) / "audio_separator" / "Kim_Vocal_2.onnx")
 
 
-def _renderer(args: argparse.Namespace):
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+FAST_DTYPES = (None, "fp16", "bf16")  # torch-fast runs half precision only
+
+
+def _backend(args: argparse.Namespace) -> str:
+    """auto: onnxruntime with --engine-dir; torch-fast on a CUDA GPU when the dtype is half precision (or not
+    given); eager torch otherwise."""
+    if args.backend != "auto":
+        return args.backend
+    if args.engine_dir:
+        return "onnxruntime"
+    import torch
+
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    return "torch-fast" if gpu and args.dtype in FAST_DTYPES else "torch"
+
+
+def _check_device(args: argparse.Namespace, backend: str) -> None:
+    """A device the backend can use, checked before anything is loaded. onnxruntime checks its own CUDA provider."""
+    if not DEVICE.fullmatch(args.device):
+        raise InputError(f"unknown device {args.device!r} (auto, cpu, cuda or cuda:N)")
+    if backend == "onnxruntime" or not args.device.startswith("cuda"):
+        if backend == "torch-fast" and args.device == "cpu":
+            raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
+    index = int(args.device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {args.device}: there is no CUDA GPU {index} "
+                         f"({torch.cuda.device_count()} available)")
+
+
+def _renderer(args: argparse.Namespace, backend: str):
     from ..preprocess.face_models import default_face_models
     from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
 
     import torch
 
-    backend = args.backend
-    if backend == "auto":
-        gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        backend = "onnxruntime" if args.engine_dir else "torch-fast" if gpu else "torch"
     faces = args.face_models or (default_face_models(args.models) if args.models else None)
     pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=faces, vocal_separator=_vocal_model(args))
     if backend == "onnxruntime":
@@ -90,10 +124,10 @@ def _renderer(args: argparse.Namespace):
     if not (args.models or args.demo):
         raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
     if backend == "torch-fast":
-        if args.device == "cpu" or not torch.cuda.is_available():
-            raise InputError("--backend torch-fast needs a CUDA GPU (use --backend torch on the CPU)")
-        if args.dtype == "fp32":
-            raise InputError("--backend torch-fast runs fp16 or bf16")
+        if not torch.cuda.is_available():
+            raise InputError("--backend torch-fast needs a CUDA GPU, and none is available (use --backend torch)")
+        if args.dtype not in FAST_DTYPES:
+            raise InputError("--backend torch-fast runs fp16 or bf16 (use --backend torch for fp32)")
         models = demo_models() if args.demo else load_model_dir(args.models)
         return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16", **pre)
     if args.demo:
@@ -101,13 +135,16 @@ def _renderer(args: argparse.Namespace):
     return Renderer.from_model_dir(args.models, device=args.device, dtype=args.dtype or "fp32", **pre)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
+    """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
     preset = RUN_PRESETS["tiny" if args.demo else "hallo-sd15"]
     run = RunConfig(frames=args.frames_per_clip, motion_frames=args.motion_frames,
                     steps=args.steps if args.steps is not None else preset.steps,
                     guidance_scale=args.guidance_scale, size=args.size if args.size is not None else preset.size,
                     fps=args.fps)
     run.validate()
+    check_seed(args.seed)
+    check_face_expand_ratio(args.face_expand_ratio)
     if (args.image is None) != (args.audio is None):
         raise InputError("give both IMAGE and AUDIO, or neither with --demo")
     image, audio = args.image, args.audio
@@ -116,7 +153,15 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError("IMAGE and AUDIO are required (or use --demo)")
         assets = resources.files("emo") / "assets"
         image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")
-    renderer = _renderer(args)
+    check_outputs(args.output, args.frames_out, image, audio, names=("-o", "--frames-out"))
+    return run, image, audio
+
+
+def _run(args: argparse.Namespace) -> int:
+    run, image, audio = _settings(args)
+    backend = _backend(args)
+    _check_device(args, backend)
+    renderer = _renderer(args, backend)
     progress = ProgressLine() if not args.quiet else None
     try:
         result = renderer.render(image, audio, args.output, run, seed=args.seed, frames_out=args.frames_out,
@@ -126,7 +171,9 @@ def _run(args: argparse.Namespace) -> int:
             progress.close()
     if not args.quiet:
         if result.faces_found > 1:
-            print(f"{PROG}: note: {result.faces_found} faces found, used the largest", file=sys.stderr)
+            x0, y0, x1, y1 = (round(v) for v in result.face_box)
+            print(f"{PROG}: note: {result.faces_found} faces found, used the largest "
+                  f"(box {x0},{y0} to {x1},{y1} in the image)", file=sys.stderr)
         print(f"{PROG}: wrote {result.path} ({result.frames} frames, {result.frames / run.fps:.2f}s) "
               f"in {result.seconds:.1f}s")
     return 0

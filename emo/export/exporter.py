@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..checkpoints.state_dict import weights_hash
-from ..io_spec import COMPONENTS, RANGE_PRESETS, ShapeRanges, component_specs, trace_values
+from ..io_spec import COMPONENTS, ShapeRanges, component_specs, default_ranges, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
 from ..runtime.models import Models
 from .graphs import component_module
@@ -48,7 +48,7 @@ def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", 
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown:
         raise ValueError(f"unknown component(s) {', '.join(unknown)} (choose from {', '.join(COMPONENTS)})")
-    ranges = ranges or RANGE_PRESETS.get(models.cfg.name, RANGE_PRESETS["hallo-sd15"])
+    ranges = ranges or default_ranges(models.cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = _start_manifest(models, out_dir, precision, ranges,

@@ -1,49 +1,76 @@
 """Streaming MP4 output with PyAV: H.264 (yuv420p) video written clip by clip, the original audio as AAC.
 
-The file is written under a temporary name beside the target and renamed only when complete, so an error or
-Ctrl-C never leaves a partial video behind.
+Every encoder is opened (and the header written) when the writer is entered, before any frame is rendered, so an
+encoder that cannot run fails first. The file is written under a temporary name beside the target and renamed only
+once it is complete and closed (`outputs.atomic_output`), so an error, a full disk, Ctrl-C or a termination
+signal never leaves a partial video behind.
 """
 from __future__ import annotations
 
-import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from .outputs import atomic_output, output_target
+
+# The sampling rates of MPEG-4 audio (AAC); used when the encoder does not list its own.
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Refuse an output whose directory is missing or not writable before any work is done."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory is not writable: {parent}")
-    if path.is_dir():
-        raise InputError(f"output path is a directory: {path}")
-    return path
+def aac_rate(rate: int | None) -> int:
+    """The rate the AAC track is written at: the source's when AAC has it, else the next higher one (the highest,
+    96 kHz, above that): 44.1 / 48 kHz stay as they are, 12,345 Hz becomes 16 kHz, 192 kHz becomes 96 kHz."""
+    import av
 
-
-def temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    rates = sorted(av.Codec("aac", "w").audio_rates or AAC_RATES)
+    if not rate:
+        return 48000
+    return next((r for r in rates if r >= rate), rates[-1])
 
 
 class Mp4Writer:
-    """with Mp4Writer(out, fps, size, audio_source) as w: w.write(frames_uint8) ... (renamed to `out` on success)."""
+    """with Mp4Writer(out, fps, size, audio_source) as w: w.write(frames_uint8) ... (renamed to `out` on success).
+
+    `out` may be a symlink: the file it points to is replaced and the link kept."""
 
     def __init__(self, path: str | Path, fps: int, size: int, audio_source: str | Path | None, crf: int = 18):
-        self.path = check_output_path(path)
-        self.tmp = temporary_sibling(self.path)
+        self.path = Path(path)
+        self.target = output_target(self.path)
         self.fps, self.size, self.audio_source, self.crf = fps, size, audio_source, crf
         self.frames_written = 0
-        self._container = None
+        self._session = None
 
     def __enter__(self) -> "Mp4Writer":
+        self._session = self._open()
+        return self._session.__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        return self._session.__exit__(exc_type, exc, tb)
+
+    @contextmanager
+    def _open(self) -> Iterator["Mp4Writer"]:
         import av
 
-        self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        with atomic_output(self.target) as tmp:
+            self._container = av.open(str(tmp), mode="w", format="mp4")
+            try:
+                self._add_streams()
+                self._container.start_encoding()  # opens every encoder, writes the header
+                yield self
+                self._finish()
+            except BaseException:
+                try:
+                    self._container.close()
+                except Exception:  # the first error is the one to report; the file is deleted anyway
+                    pass
+                raise
+            self._container.close()  # writes the index (moov): the file is complete only after this
+
+    def _add_streams(self) -> None:
+        import av
+
         v = self._container.add_stream("libx264", rate=self.fps)
         v.width = v.height = self.size
         v.pix_fmt = "yuv420p"
@@ -53,10 +80,9 @@ class Mp4Writer:
         if self.audio_source is not None:  # every stream must exist before the header is written
             with av.open(str(self.audio_source)) as src:
                 a = src.streams.audio[0]
-                self._audio_rate = a.rate or 48000
+                self._audio_rate = aac_rate(a.rate)
                 self._audio_layout = "mono" if a.channels == 1 else "stereo"
             self._audio = self._container.add_stream("aac", rate=self._audio_rate, layout=self._audio_layout)
-        return self
 
     def write(self, frames: np.ndarray) -> None:
         """frames (n, H, W, 3) uint8 RGB."""
@@ -83,16 +109,8 @@ class Mp4Writer:
             for packet in out.encode(None):
                 self._container.mux(packet)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                for packet in self._video.encode(None):
-                    self._container.mux(packet)
-                if self._audio is not None:
-                    self._mux_audio()
-            self._container.close()
-        finally:
-            if exc_type is None and self.tmp.exists():
-                os.replace(self.tmp, self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
+    def _finish(self) -> None:
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._mux_audio()

@@ -38,11 +38,39 @@ def frame_count(num_samples: int, sample_rate: int, fps: int) -> int:
     return math.ceil(num_samples / sample_rate * fps)
 
 
+def _window_index(start: int, stop: int, total: int, radius: int, device: torch.device) -> torch.Tensor:
+    """(stop - start, 2r+1) frame indices: row i holds frames start+i-r .. start+i+r, clamped to [0, total)."""
+    return (torch.arange(start, stop, device=device)[:, None]
+            + torch.arange(-radius, radius + 1, device=device)).clamp(0, total - 1)
+
+
 def window_features(emb: torch.Tensor, radius: int = 2) -> torch.Tensor:
     """(T, ...) -> (T, 2r+1, ...): frame i stacks frames i-r..i+r, clamped at the ends."""
-    t = emb.shape[0]
-    idx = (torch.arange(t, device=emb.device)[:, None] + torch.arange(-radius, radius + 1, device=emb.device)).clamp(0, t - 1)
-    return emb[idx]
+    return emb[_window_index(0, emb.shape[0], emb.shape[0], radius, emb.device)]
+
+
+class FrameWindows:
+    """window_features made on demand: `windows[a:b]` is `window_features(feats)[a:b]`, computed for those frames
+    only, so a long video's windows (2r+1 times its features) are never in memory at once."""
+
+    def __init__(self, feats: torch.Tensor, radius: int = 2):
+        self.feats, self.radius = feats, radius
+
+    @property
+    def shape(self) -> torch.Size:
+        t, *rest = self.feats.shape
+        return torch.Size((t, 2 * self.radius + 1, *rest))
+
+    def __len__(self) -> int:
+        return self.feats.shape[0]
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        if not isinstance(index, slice):
+            raise TypeError("FrameWindows takes a slice of frames")
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("FrameWindows takes a contiguous slice of frames")
+        return self.feats[_window_index(start, max(start, stop), len(self), self.radius, self.feats.device)]
 
 
 def resample_frames(feats: torch.Tensor, num_frames: int | torch.Tensor) -> torch.Tensor:
@@ -67,7 +95,18 @@ def _map_wav2vec_name(name: str) -> str:
 
 
 class AudioEncoder(nn.Module):
-    """A transformers Wav2Vec2Model run stage by stage: CNN -> resample to frames -> projection -> encoder layers."""
+    """A transformers Wav2Vec2Model run stage by stage: CNN -> resample to frames -> projection -> encoder layers.
+
+    Hallo encodes the whole audio at once (every frame attends to every other), so exact features need the whole
+    sequence; what grows with its length is kept lean instead. The CNN runs over chunks of the waveform (its first
+    GroupNorm normalises each channel over the whole signal: those statistics are gathered in a first pass), the
+    feed-forward blocks over chunks of frames, attention through SDPA (no (T, T) weights), and each layer's
+    output goes straight into one preallocated (frames, layers, hidden) tensor. A traced forward (ONNX export)
+    runs the same ops on the whole sequence, so that no chunk count is baked into the graph.
+    """
+
+    cnn_chunk = 256  # CNN output frames (20 ms each) per chunk: ~33 MiB of first-layer activations at 512 channels
+    ffn_chunk = 1024  # frames per feed-forward chunk: a (1024, 3072) intermediate at wav2vec2-base size
 
     def __init__(self, cfg: Wav2VecConfig):
         super().__init__()
@@ -80,22 +119,97 @@ class AudioEncoder(nn.Module):
         self.cfg = cfg
         self.model = Wav2Vec2Model(tcfg).eval()
 
-    @torch.no_grad()
     def forward(self, waveform: torch.Tensor, num_frames: int | torch.Tensor) -> torch.Tensor:
         """Normalised waveform (S,) or (1, S) -> per-frame features of every encoder layer (num_frames, layers, hidden)."""
+        return self.features(waveform, num_frames, lean=not torch.jit.is_tracing())
+
+    @torch.no_grad()
+    def features(self, waveform: torch.Tensor, num_frames: int | torch.Tensor, lean: bool = True) -> torch.Tensor:
+        """forward(); lean=False runs each stage on the whole sequence at once (what a traced graph holds)."""
         m = self.model
         param = m.feature_projection.projection.weight
-        feats = m.feature_extractor(waveform.reshape(1, -1).to(param.device, param.dtype))  # (1, C, T_cnn)
+        wav = waveform.reshape(1, -1).to(param.device, param.dtype)
+        feats = self._cnn(wav) if lean else m.feature_extractor(wav)  # (1, C, T_cnn)
         feats = resample_frames(feats, num_frames).transpose(1, 2)  # 1 c f -> 1 f c
         h, _ = m.feature_projection(feats)
         enc = m.encoder
         h = enc.layer_norm(h + enc.pos_conv_embed(h))
-        outputs = []
-        for layer in enc.layers:
-            out = layer(h)
-            h = out[0] if isinstance(out, tuple) else out
-            outputs.append(h)
-        return torch.stack(outputs, dim=2)[0]  # 1 f layers c -> f layers c
+        out = h.new_empty(h.shape[1], len(enc.layers), h.shape[2])  # f layers c
+        for i, layer in enumerate(enc.layers):
+            h = self._layer(layer, h) if lean else layer(h)
+            h = h[0] if isinstance(h, tuple) else h
+            out[:, i] = h[0]
+        return out
+
+    def _cnn(self, wav: torch.Tensor) -> torch.Tensor:
+        """The feature extractor over chunks of the waveform (1, S) -> (1, C, T_cnn), equal to the whole-signal run.
+
+        The convolutions have no padding, so output frames [a, b) read exactly samples [a·R, (b-1)·R + F) (R: the
+        total stride, F: the receptive field), and every layer's frames line up with the whole run's. Only the
+        first layer's GroupNorm (one group per channel, over all of time) needs global statistics."""
+        layers = self.model.feature_extractor.conv_layers
+        strides = [layer.conv.stride[0] for layer in layers]
+        kernels = [layer.conv.kernel_size[0] for layer in layers]
+        field = 1
+        for k, s in zip(reversed(kernels), reversed(strides)):
+            field = (field - 1) * s + k
+        total_stride = math.prod(strides)
+        frames = wav.shape[1]
+        for k, s in zip(kernels, strides):
+            frames = (frames - k) // s + 1
+        if frames <= 0:
+            raise ValueError(f"audio of {wav.shape[1]} samples is shorter than wav2vec2's {field}-sample window")
+        first = layers[0]
+        norm = first.layer_norm if isinstance(getattr(first, "layer_norm", None), nn.GroupNorm) else None
+        stats = self._first_layer_stats(wav, first.conv, norm) if norm is not None else None
+        out = wav.new_empty(1, layers[-1].conv.out_channels, frames)
+        for a in range(0, frames, self.cnn_chunk):
+            b = min(a + self.cnn_chunk, frames)
+            x = wav[:, a * total_stride:(b - 1) * total_stride + field][:, None]  # 1 s -> 1 1 s
+            if norm is None:
+                x = first(x)
+            else:
+                mean, inv_std = stats
+                x = first.conv(x)
+                x = (x - mean) * inv_std * norm.weight[:, None] + norm.bias[:, None]
+                x = first.activation(x)
+            for layer in layers[1:]:
+                x = layer(x)
+            out[:, :, a:b] = x
+        return out
+
+    def _first_layer_stats(self, wav: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and 1/sqrt(var + eps) of the first convolution's output over the whole signal,
+        accumulated chunk by chunk in float64 -> (C, 1) each."""
+        if norm.num_groups != norm.num_channels:
+            raise ValueError("the chunked wav2vec2 CNN expects one GroupNorm group per channel (wav2vec2-base)")
+        k, s = conv.kernel_size[0], conv.stride[0]
+        frames = (wav.shape[1] - k) // s + 1
+        chunk = self.cnn_chunk * math.prod(layer.conv.stride[0] for layer in
+                                           self.model.feature_extractor.conv_layers[1:])
+        total = torch.zeros(conv.out_channels, dtype=torch.float64, device=wav.device)
+        squares = torch.zeros_like(total)
+        for a in range(0, frames, chunk):
+            b = min(a + chunk, frames)
+            x = conv(wav[:, a * s:(b - 1) * s + k][:, None])[0].double()  # 1 c t -> c t
+            total += x.sum(1)
+            squares += (x * x).sum(1)
+        mean = total / frames
+        var = (squares / frames - mean * mean).clamp(min=0)
+        inv_std = (var + norm.eps).rsqrt()
+        return mean.to(wav.dtype)[:, None], inv_std.to(wav.dtype)[:, None]
+
+    def _layer(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """One post-norm encoder layer (wav2vec2-base): attention over the whole sequence, then the feed-forward
+        block and final norm chunk by chunk (they act on each frame alone)."""
+        attn, _ = layer.attention(h)
+        h = layer.layer_norm(h + attn)
+        out = torch.empty_like(h)
+        for a in range(0, h.shape[1], self.ffn_chunk):
+            x = h[:, a:a + self.ffn_chunk]
+            out[:, a:a + self.ffn_chunk] = layer.final_layer_norm(x + layer.feed_forward(x))
+        return out
 
     @classmethod
     def from_state_dict(cls, cfg: Wav2VecConfig, sd: dict[str, torch.Tensor], what: str = "wav2vec2 weights"

@@ -7,6 +7,7 @@ ArcFace embedding).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -58,35 +59,56 @@ def face_from_eyes(box: Box, left: Point, right: Point, landmarks: str, score: f
     return Face(box, left, right, mouth, lip, landmarks, score)
 
 
-class HaarFaceDetector:
-    def __init__(self) -> None:
-        import cv2
+MIN_SIDE_RATIO = 0.4  # Haar boxes smaller than this fraction of the largest one's side are dropped
 
-        root = cv2.data.haarcascades
-        self._faces = [cv2.CascadeClassifier(root + n) for n in
-                       ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")]
-        self._eyes = cv2.CascadeClassifier(root + "haarcascade_eye.xml")
-        if any(c.empty() for c in self._faces) or self._eyes.empty():
-            raise RuntimeError("OpenCV's Haar cascades are missing (install opencv-python-headless < 5)")
+
+class HaarFaceDetector:
+    """OpenCV's Haar cascades. A CascadeClassifier is not safe to share between threads (concurrent calls return
+    wrong boxes or raise cv2.error), so each thread loads its own set on first use; one detector may be shared.
+
+    Haar cascades fire on textures too; a detection much smaller than the largest face (side under
+    MIN_SIDE_RATIO of it) is taken for one of those and dropped."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cascades()  # fail early (missing files) in the thread that builds the detector
+
+    def _cascades(self) -> tuple[list, object]:
+        if not hasattr(self._local, "faces"):
+            import cv2
+
+            root = cv2.data.haarcascades
+            faces = [cv2.CascadeClassifier(root + n) for n in
+                     ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")]
+            eyes = cv2.CascadeClassifier(root + "haarcascade_eye.xml")
+            if any(c.empty() for c in faces) or eyes.empty():
+                raise RuntimeError("OpenCV's Haar cascades are missing (install opencv-python-headless < 5)")
+            self._local.faces, self._local.eyes = faces, eyes
+        return self._local.faces, self._local.eyes
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an (H, W, 3) uint8 RGB image, largest first."""
         import cv2
 
+        face_cascades, eye_cascade = self._cascades()
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         min_side = max(24, min(gray.shape) // 12)
         boxes: list = []
-        for cascade in self._faces:  # the second cascade only runs when the first finds nothing
+        for cascade in face_cascades:  # the second cascade only runs when the first finds nothing
             boxes = list(cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)))
             if boxes:
                 break
-        faces = [self._landmarks(gray, tuple(int(v) for v in b)) for b in boxes]
+        if boxes:
+            largest = max(int(b[2]) for b in boxes)
+            boxes = [b for b in boxes if b[2] >= MIN_SIDE_RATIO * largest]
+        faces = [self._landmarks(gray, tuple(int(v) for v in b), eye_cascade) for b in boxes]
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def _landmarks(self, gray: np.ndarray, box: tuple[int, int, int, int]) -> Face:
+    @staticmethod
+    def _landmarks(gray: np.ndarray, box: tuple[int, int, int, int], eye_cascade) -> Face:
         x, y, w, h = box
         upper = gray[y: y + h // 2, x: x + w]
-        eyes = self._eyes.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=4, minSize=(w // 10, w // 10))
+        eyes = eye_cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=4, minSize=(w // 10, w // 10))
         centers = sorted(((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in eyes), key=lambda c: c[0])
         box = (float(x), float(y), float(x + w), float(y + h))
         if len(centers) >= 2:  # the two outermost detections

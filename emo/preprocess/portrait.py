@@ -26,6 +26,7 @@ class Portrait:
     face_emb: torch.Tensor  # (512,)
     face: Face  # in crop coordinates
     faces_found: int
+    source_box: tuple[float, float, float, float]  # the face used, in the source image's pixels (x0, y0, x1, y1)
 
 
 def expand_box(box: tuple[float, float, float, float], ratio: float, size: int) -> tuple[int, int, int, int]:
@@ -126,4 +127,5 @@ def prepare_portrait(rgb: np.ndarray, size: int, latent: int, detector=None, fac
         emb = standin_embedding(crop[fy0:fy1, fx0:fx1])
     pixels = torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1  # h w c -> c h w, [-1, 1]
     region = torch.from_numpy(face_mask > 0).float().expand(3, -1, -1).clone()
-    return Portrait(pixels, region, region_masks(face_mask, lip_mask, latent), emb.float(), cface, len(faces))
+    return Portrait(pixels, region, region_masks(face_mask, lip_mask, latent), emb.float(), cface, len(faces),
+                    face.box)

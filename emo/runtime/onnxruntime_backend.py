@@ -6,6 +6,7 @@ are the same host code as the torch backend's.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,10 @@ from ..manifest import EngineDirError, read_manifest
 from ..preprocess.portrait import Portrait
 from ..sampling.reference import motion_context, reference_context
 from .backend import decode_split
+from .ort_providers import execution_providers, require_providers
 
 REQUIRED = ("audio_encoder", "audioproj", "imageproj", "face_locator", "vae_encoder", "vae_decoder", "reference",
             "motion", "denoiser")
-PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 @dataclass
@@ -57,13 +58,7 @@ class OnnxRuntimeBackend:
         self.manifest = read_manifest(self.dir, "onnx", REQUIRED)
         self.cfg = self.manifest.model()
         self.specs: dict[str, ComponentSpec] = component_specs(self.cfg, self.manifest.shape_ranges())
-        kind = torch.device(device).type if device != "auto" else (
-            "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu")
-        if kind not in PROVIDERS:
-            raise EngineDirError(f"the onnxruntime backend runs on cpu or cuda, not {device!r}")
-        if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise EngineDirError("onnxruntime has no CUDA execution provider here (install onnxruntime-gpu)")
-        self.providers = PROVIDERS[kind]
+        self.providers = execution_providers(device, ort.get_available_providers())
         self.device, self.dtype = torch.device("cpu"), torch.float32  # host tensors; the provider owns its memory
         self._options = ort.SessionOptions()
         if threads:
@@ -77,9 +72,11 @@ class OnnxRuntimeBackend:
                 ort = _ort()
                 path = self.dir / self.manifest.components[name].file
                 try:
-                    self._sessions[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
+                    session = ort.InferenceSession(str(path), self._options, providers=self.providers)
                 except Exception as e:  # ORT raises its own exception types for corrupt or foreign graphs
                     raise EngineDirError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+                require_providers(session, self.providers, str(path))
+                self._sessions[name] = session
             return self._sessions[name]
 
     def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor]) -> list[np.ndarray]:
@@ -93,6 +90,13 @@ class OnnxRuntimeBackend:
         return [o.astype(np.float32, copy=False) for o in self._session(name).run(None, arrays)]
 
     def audio_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+        longest = self.specs["audio_encoder"].dims["samples"].max
+        if waveform.numel() > longest:
+            r = self.manifest.shape_ranges()
+            seconds = waveform.numel() / r.sample_rate
+            raise EngineDirError(f"audio of {seconds:.1f} s (padded to whole clips) is longer than the exported audio "
+                                 f"encoder accepts ({r.audio_seconds[2]:g} s); re-export with emo-export "
+                                 f"--max-audio-seconds {math.ceil(seconds)}, or split the audio")
         (feats,) = self.run("audio_encoder", {"waveform": waveform.reshape(1, -1).float(),
                                               "num_frames": np.array([num_frames], dtype=np.int64)})
         return torch.from_numpy(feats)

@@ -5,13 +5,15 @@ later ones the last n decoded frames of the previous clip. Frames leave the rend
 memory stays flat however long the audio is.
 
 Thread safety: one Renderer may be shared by threads; calls that run the model are serialised by a lock (the
-modules and their buffers are shared), so concurrent results equal serial ones.
+modules and their buffers are shared), so concurrent results equal serial ones. Preprocessing (decoding, face
+detection, embedding) runs outside it and is itself thread-safe. prepare() may be called while this thread
+consumes a stream(); a second stream() or render() on that thread is refused (it would wait for itself).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,8 +24,10 @@ import torch
 from ..config import RunConfig
 from ..errors import InputError
 from ..media.audio import load_audio
-from ..media.mp4 import Mp4Writer, check_output_path, temporary_sibling
-from ..preprocess.audio_features import compute_audio_features, frame_count, window_features
+from ..media.mp4 import Mp4Writer
+from ..media.npy import NpyWriter
+from ..media.outputs import output_target, refuse_overlaps
+from ..preprocess.audio_features import FrameWindows, compute_audio_features
 from ..preprocess.face import HaarFaceDetector
 from ..preprocess.face_models import FaceModels, default_face_models, load_face_models
 from ..preprocess.image import load_image
@@ -31,6 +35,7 @@ from ..preprocess.portrait import Portrait, prepare_portrait
 from ..preprocess.vocals import VocalSeparator
 from ..sampling.clip import sample
 from ..sampling.ddim import DDIM
+from ..validation import check_face_expand_ratio, check_seed
 from .backend import Backend, TorchBackend
 from .models import Models, demo_models, load_model_dir
 
@@ -49,7 +54,7 @@ class Progress:
 @dataclass
 class Prepared:
     portrait: Portrait
-    windows: torch.Tensor  # (padded_frames, 5, layers, hidden) windowed audio features
+    windows: FrameWindows  # (padded_frames, 5, layers, hidden) windowed audio features, made per slice
     frames: int  # ceil(seconds · fps): frames in the output
     audio_path: Path
 
@@ -60,6 +65,7 @@ class RenderResult:
     frames: int
     seconds: float
     faces_found: int
+    face_box: tuple[float, float, float, float]  # the face used, in the image's pixels (x0, y0, x1, y1)
 
 
 def _host_frames(frames_of: Callable[[], torch.Tensor], keep: int) -> np.ndarray:
@@ -76,6 +82,7 @@ class Renderer:
     def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0,
                  face_models: str | Path | FaceModels | None = None,
                  vocal_separator: str | Path | VocalSeparator | None = None):
+        check_face_expand_ratio(face_expand_ratio)
         self.backend = backend
         self.cfg = backend.cfg
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
@@ -86,7 +93,26 @@ class Renderer:
         if vocal_separator is not None and not isinstance(vocal_separator, VocalSeparator):
             vocal_separator = VocalSeparator(vocal_separator)
         self.vocal_separator = vocal_separator
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the model's turn; a plain Lock, so a stream closed from another thread frees it
+        self._holder: int | None = None  # the thread that has the turn
+
+    @contextmanager
+    def _model_turn(self, reentrant: bool = False):
+        """Hold the model for a block. reentrant: the block may run inside this thread's own stream() (prepare);
+        otherwise a thread that already has the turn is refused rather than left waiting for itself."""
+        me = threading.get_ident()
+        if self._holder == me:
+            if not reentrant:
+                raise RuntimeError("this thread is still consuming a stream() of this Renderer: close or exhaust it "
+                                   "before starting another render")
+            yield
+            return
+        with self._lock:
+            self._holder = me
+            try:
+                yield
+            finally:
+                self._holder = None
 
     @classmethod
     def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
@@ -126,11 +152,10 @@ class Renderer:
         if samples.shape[0] < run.sample_rate / run.fps:
             raise InputError(f"audio {audio} is shorter than one video frame "
                              f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
-        with self._lock:
+        with self._model_turn(reentrant=True):
             feats, frames = compute_audio_features(self.backend.audio_features, samples, run.fps, run.frames,
                                                    run.sample_rate)
-        assert frames == frame_count(samples.shape[0], run.sample_rate, run.fps)
-        return Prepared(portrait, window_features(feats.float().cpu()), frames, Path(audio))
+        return Prepared(portrait, FrameWindows(feats.float().cpu()), frames, Path(audio))
 
     def stream(self, prepared: Prepared, run: RunConfig, seed: int = 0,
                progress: Callable[[Progress], None] | None = None) -> Iterator[np.ndarray]:
@@ -146,7 +171,7 @@ class Renderer:
         gen = torch.Generator().manual_seed(seed)
         scheduler = DDIM(cfg.scheduler, run.steps)
         start, done = time.perf_counter(), 0
-        with self._lock:
+        with self._model_turn():
             video = be.prepare_video(prepared.portrait, n)
             motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
             pending = None  # a pipelined backend's previous clip: (its frames when decoded, frames to keep)
@@ -178,30 +203,34 @@ class Renderer:
     def render(self, image: str | Path, audio: str | Path, output: str | Path, run: RunConfig, seed: int = 0,
                frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None
                ) -> RenderResult:
-        """Render to an MP4 (H.264 + the original audio as AAC); optionally also the raw frames as .npy."""
-        output = check_output_path(output)
-        if frames_out is not None:
-            frames_out = check_output_path(frames_out)
+        """Render to an MP4 (H.264 + the original audio as AAC); optionally also the raw frames as .npy.
+
+        Outputs are checked before any work (see `check_outputs`); the encoder is opened before the first step;
+        each file appears under its name only when complete."""
+        check_seed(seed)
+        check_outputs(output, frames_out, image, audio)
         prepared = self.prepare(image, audio, run)
         start = time.perf_counter()
-        raw = None
-        if frames_out is not None:
-            raw_tmp = temporary_sibling(Path(frames_out))
-            raw = np.lib.format.open_memmap(raw_tmp, mode="w+", dtype=np.float32,
-                                            shape=(prepared.frames, run.size, run.size, 3))
-        try:
-            written = 0
-            with Mp4Writer(output, run.fps, run.size, prepared.audio_path) as writer:
-                for frames in self.stream(prepared, run, seed, progress):
-                    writer.write(np.round(frames * 255).astype(np.uint8))
-                    if raw is not None:
-                        raw[written:written + len(frames)] = frames
-                    written += len(frames)
-            if raw is not None:
-                raw.flush()
-                del raw
-                os.replace(raw_tmp, frames_out)
-        finally:
-            if frames_out is not None:
-                Path(raw_tmp).unlink(missing_ok=True)
-        return RenderResult(output, written, time.perf_counter() - start, prepared.portrait.faces_found)
+        written = 0
+        with ExitStack() as outputs:  # entered in this order, finished in reverse: the video first
+            raw = (outputs.enter_context(NpyWriter(frames_out, (prepared.frames, run.size, run.size, 3)))
+                   if frames_out is not None else None)
+            writer = outputs.enter_context(Mp4Writer(output, run.fps, run.size, prepared.audio_path))
+            for frames in self.stream(prepared, run, seed, progress):
+                writer.write(np.round(frames * 255).astype(np.uint8))
+                if raw is not None:
+                    raw.write(frames)
+                written += len(frames)
+        p = prepared.portrait
+        return RenderResult(Path(output), written, time.perf_counter() - start, p.faces_found, p.source_box)
+
+
+def check_outputs(output: str | Path, frames_out: str | Path | None, image: str | Path, audio: str | Path,
+                  names: tuple[str, str] = ("output", "frames output")) -> None:
+    """Refuse, before any work, an output that is not a regular file or symlink to one, or whose directory is
+    missing or read-only, and any output that is an input or the other output. names: how the outputs are
+    called in messages (the CLI passes its option names)."""
+    outputs = {names[0]: Path(output)} | ({names[1]: Path(frames_out)} if frames_out is not None else {})
+    for name, path in outputs.items():
+        output_target(path, name)
+    refuse_overlaps(outputs, {"image": Path(image), "audio": Path(audio)})
