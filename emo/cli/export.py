@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io_spec import COMPONENTS, RANGE_PRESETS
+from ..config import PRESETS
+from ..io_spec import COMPONENTS
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-export"
@@ -17,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--components", default=",".join(COMPONENTS),
                    help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
-    p.add_argument("--ranges", choices=sorted(RANGE_PRESETS),
+    p.add_argument("--ranges", choices=sorted(PRESETS),
                    help="shape ranges the graphs (and later engine profiles) cover; default: the model's preset")
     p.add_argument("--skip-checks", action="store_true", help="do not run the graph checks after export")
     p.add_argument("--quiet", action="store_true")
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
             + (f" + {g.data_file}" if g.data_file else ""))
 
     manifest = export_models(models, args.out, args.precision,
-                             RANGE_PRESETS[args.ranges] if args.ranges else None, components, done)
+                             PRESETS[args.ranges].ranges if args.ranges else None, components, done)
     if args.skip_checks:
         return 0
     failed = 0
