@@ -227,6 +227,26 @@ MAX_SIZE = 4096  # square side in pixels: 64x the 512 the models are trained at,
 
 
 @dataclass(frozen=True)
+class ShapeRanges:
+    """What an exported graph (and an engine's profiles) must accept: (min, opt, max) per user-facing setting."""
+
+    frames: tuple[int, int, int] = (1, 16, 24)
+    motion_frames: tuple[int, int, int] = (0, 2, 4)
+    size: tuple[int, int, int] = (256, 512, 768)  # square frame side in pixels, multiples of 64
+    audio_seconds: tuple[float, float, float] = (0.04, 10.0, 120.0)
+    fps: int = 25
+    sample_rate: int = 16000
+    decode_batch: int = 4  # frames per VAE decoder call
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShapeRanges":
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Per-render settings (Hallo's inference defaults)."""
 
@@ -269,14 +289,21 @@ class RunConfig:
                    guidance_scale=r["guidance_scale"], motion_scale=tuple(r["motion_scale"]), size=r["width"])
 
 
-def _from_dict(cls, d: dict[str, Any]):
+def _from_dict(cls, d: dict[str, Any], path: str = ""):
+    """Build a (nested) config dataclass from a dict; a key the dataclass does not have is an error, named with
+    its dotted path, so that a misspelt or foreign setting is never silently dropped."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown config key {path}{unknown[0]!r} for {cls.__name__}"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
         v = d[f.name]
         if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            v = _from_dict(f.default_factory, v)
+            v = _from_dict(f.default_factory, v, f"{path}{f.name}.")
         elif isinstance(v, list):
             v = tuple(v)
         kwargs[f.name] = v
@@ -298,11 +325,30 @@ TINY = ModelConfig(
 
 HALLO_SD15 = ModelConfig()
 
-PRESETS: dict[str, ModelConfig] = {"tiny": TINY, "hallo-sd15": HALLO_SD15}
-RUN_PRESETS: dict[str, RunConfig] = {"tiny": RunConfig(size=128, steps=4), "hallo-sd15": RunConfig()}
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model with the run settings and export shape ranges that go with it: one record, so that a model,
+    its default render and its engine profiles cannot drift apart."""
+
+    model: ModelConfig
+    run: RunConfig
+    ranges: ShapeRanges
+
+    @property
+    def name(self) -> str:
+        return self.model.name
 
 
-def preset(name: str) -> ModelConfig:
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(TINY, RunConfig(size=128, steps=4),
+           ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
+                       audio_seconds=(0.04, 4.0, 60.0))),
+    Preset(HALLO_SD15, RunConfig(), ShapeRanges()),
+)}
+
+
+def preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:

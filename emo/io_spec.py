@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from .config import ModelConfig
+from .config import PRESETS, ModelConfig, ShapeRanges
 from .errors import InputError
+from .geometry import Geometry, size_unit
 from .models.unet_layout import transformer_specs
 
 FLOAT = "float"  # follows the precision of the export (float32 or float16)
@@ -35,36 +36,9 @@ class Dim:
             raise ValueError(f"invalid range {self}")
 
 
-@dataclass(frozen=True)
-class ShapeRanges:
-    """What an exported graph (and an engine's profiles) must accept: (min, opt, max) per user-facing setting."""
-
-    frames: tuple[int, int, int] = (1, 16, 24)
-    motion_frames: tuple[int, int, int] = (0, 2, 4)
-    size: tuple[int, int, int] = (256, 512, 768)  # square frame side in pixels, multiples of 64
-    audio_seconds: tuple[float, float, float] = (0.04, 10.0, 120.0)
-    fps: int = 25
-    sample_rate: int = 16000
-    decode_batch: int = 4  # frames per VAE decoder call
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ShapeRanges":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-RANGE_PRESETS = {
-    "tiny": ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
-                        audio_seconds=(0.04, 4.0, 60.0)),
-    "hallo-sd15": ShapeRanges(),
-}
-
-
 def default_ranges(cfg: ModelConfig) -> ShapeRanges:
     """The ranges of the model's preset (hallo-sd15's for other models)."""
-    return RANGE_PRESETS.get(cfg.name, RANGE_PRESETS["hallo-sd15"])
+    return PRESETS.get(cfg.name, PRESETS["hallo-sd15"]).ranges
 
 
 def with_max_audio(r: ShapeRanges, seconds: float) -> ShapeRanges:
@@ -157,18 +131,15 @@ def dim_values(cfg: ModelConfig, r: ShapeRanges, frames: int, motion: int, size:
                images: int, batch: int = 2, worst_padding: bool = False) -> dict[str, int]:
     """Every dimension at one operating point. Audio is padded to whole clips: exactly (a point) or by the worst
     case frames − 1 (the upper end of a range, which must hold for any clip length)."""
-    down = cfg.vae.downscale
-    levels = len(cfg.unet.block_out_channels)
-    if size % (down * 2 ** (levels - 1)):
-        raise ValueError(f"size {size} must be a multiple of {down * 2 ** (levels - 1)}")
+    geo = Geometry.of(cfg, size)
     covered = math.ceil(seconds * r.fps)
     audio_frames = covered + frames - 1 if worst_padding else -(-covered // frames) * frames
     values = {"frames": frames, "motion": motion, "motion2": 2 * motion, "images": images, "batch": batch,
               "pix": size, "audio_frames": audio_frames,
               "samples": max(audio_frames * (r.sample_rate // r.fps), 400)}  # wav2vec2's CNN needs >= 400 samples
-    for k in range(levels):
-        values[f"lat_{k}"] = size // down >> k
-        values[f"tok_{k}"] = (size // down >> k) ** 2
+    for k in range(geo.levels):
+        values[f"lat_{k}"] = geo.side(k)
+        values[f"tok_{k}"] = geo.tokens(k)
     return values
 
 
@@ -177,8 +148,7 @@ def trace_values(cfg: ModelConfig, r: ShapeRanges) -> dict[str, int]:
     def pick(lo_hi: tuple, want: int) -> int:
         return min(max(want, lo_hi[0]), lo_hi[2])
 
-    unit = cfg.vae.downscale * 2 ** (len(cfg.unet.block_out_channels) - 1)  # latent side 1 at the lowest level
-    return dim_values(cfg, r, pick(r.frames, 3), pick(r.motion_frames, 2), pick(r.size, 2 * unit),
+    return dim_values(cfg, r, pick(r.frames, 3), pick(r.motion_frames, 2), pick(r.size, 2 * size_unit(cfg)),
                       max(0.5, r.audio_seconds[0]),
                       pick((1, 0, max(r.frames[2], r.motion_frames[2], 1)), 2))
 
@@ -245,6 +215,7 @@ def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, Componen
               TensorSpec("audio_tokens", (2, "frames", a.context_tokens, a.output_dim)),
               TensorSpec("face_feature", (2, c0, lat, lat)),
               TensorSpec("motion_features", (2, "motion", c_mid, lat_mid, lat_mid)),
+              TensorSpec("ref_index", ("frames",), "int64"),  # the reference entry (of the 2) each frame reads
               *masks, *kv],
              [TensorSpec("noise_pred", (1, u.out_channels, "frames", lat, lat))]),
     ]

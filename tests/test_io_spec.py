@@ -5,22 +5,23 @@ import json
 
 import pytest
 
-from emo.config import HALLO_SD15, TINY
-from emo.io_spec import COMPONENTS, RANGE_PRESETS, ShapeRanges, component_specs, dim_values, trace_values
+from emo.config import HALLO_SD15, PRESETS, TINY, ShapeRanges
+from emo.io_spec import COMPONENTS, component_specs, dim_values, trace_values
 from emo.manifest import EngineDirError, GraphEntry, Manifest, read_manifest
 from emo.models.unet_layout import transformer_count
 
 
 def test_real_size_denoiser_spec_matches_the_design_shapes():
-    spec = component_specs(HALLO_SD15, RANGE_PRESETS["hallo-sd15"])["denoiser"]
+    spec = component_specs(HALLO_SD15, PRESETS["hallo-sd15"].ranges)["denoiser"]
     opt = {name: shapes[1] for name, shapes in spec.profile().items()}
     assert opt["sample"] == (2, 4, 16, 64, 64)
     assert opt["audio_tokens"] == (2, 16, 32, 768)
     assert opt["image_tokens"] == (2, 4, 768)
     assert opt["motion_features"] == (2, 2, 1280, 8, 8)
     assert opt["mask_0"] == (3, 64 * 64) and opt["mask_3"] == (3, 8 * 8)
-    kv = sorted(n for n in opt if n.startswith("ref_"))
+    kv = sorted(n for n in opt if n.startswith(("ref_k_", "ref_v_")))
     assert len(kv) == 2 * transformer_count(HALLO_SD15.unet) == 32
+    assert opt["ref_index"] == (16,)  # one reference entry per cond frame; the K/V hold the two entries once
     assert opt["ref_k_00"] == (2, 8, 4096, 40)  # first down block: 320 channels, 8 heads, 64x64 tokens
     assert opt["ref_v_06"] == (2, 8, 64, 160)  # the mid block: 1280 channels at 8x8
     assert opt["ref_k_15"] == (2, 8, 4096, 40)  # the last up block, back at 64x64
@@ -30,8 +31,7 @@ def test_real_size_denoiser_spec_matches_the_design_shapes():
 
 @pytest.mark.parametrize("preset", ["tiny", "hallo-sd15"])
 def test_profiles_are_ordered_and_points_fit_every_spec(preset):
-    cfg = {"tiny": TINY, "hallo-sd15": HALLO_SD15}[preset]
-    ranges = RANGE_PRESETS[preset]
+    cfg, ranges = PRESETS[preset].model, PRESETS[preset].ranges
     specs = component_specs(cfg, ranges)
     assert tuple(specs) == COMPONENTS
     for spec in specs.values():
@@ -44,8 +44,8 @@ def test_profiles_are_ordered_and_points_fit_every_spec(preset):
 
 
 def test_check_shapes_names_the_problem():
-    spec = component_specs(TINY, RANGE_PRESETS["tiny"])["denoiser"]
-    shapes = {t.name: t.resolve(trace_values(TINY, RANGE_PRESETS["tiny"])) for t in spec.inputs}
+    spec = component_specs(TINY, PRESETS["tiny"].ranges)["denoiser"]
+    shapes = {t.name: t.resolve(trace_values(TINY, PRESETS["tiny"].ranges)) for t in spec.inputs}
     assert spec.check_shapes(shapes) is None
     assert "frames = 40 is outside" in spec.check_shapes(shapes | {"sample": (2, 4, 40, 16, 16)})
     assert "frames is 5 in one input and 3 in audio_tokens" in spec.check_shapes(shapes | {"sample": (2, 4, 5, 16, 16)})
@@ -54,7 +54,7 @@ def test_check_shapes_names_the_problem():
 
 
 def test_audio_frames_cover_whole_clips():
-    r = RANGE_PRESETS["hallo-sd15"]
+    r = PRESETS["hallo-sd15"].ranges
     v = dim_values(HALLO_SD15, r, frames=16, motion=2, size=512, seconds=4.06, images=4)
     assert v["audio_frames"] == 112 and v["samples"] == 112 * 640  # ceil(4.06 * 25) = 102 -> 7 clips of 16
     with pytest.raises(ValueError, match="multiple of 64"):
@@ -64,7 +64,7 @@ def test_audio_frames_cover_whole_clips():
 
 
 def _write_manifest(d, cfg=TINY, **changes):
-    ranges = RANGE_PRESETS["tiny"]
+    ranges = PRESETS["tiny"].ranges
     spec = component_specs(cfg, ranges)["imageproj"]
     (d / "imageproj.onnx").write_bytes(b"")
     m = Manifest(format="onnx", precision="fp32", opset=17, model_config=cfg.to_dict(),
@@ -84,8 +84,8 @@ def _write_manifest(d, cfg=TINY, **changes):
 
 def test_manifest_round_trip(tmp_path):
     m = read_manifest(_write_manifest(tmp_path), "onnx", ("imageproj",))
-    assert m.model() == TINY and m.shape_ranges() == RANGE_PRESETS["tiny"]
-    assert m.components["imageproj"].spec == component_specs(TINY, RANGE_PRESETS["tiny"])["imageproj"].to_dict()
+    assert m.model() == TINY and m.shape_ranges() == PRESETS["tiny"].ranges
+    assert m.components["imageproj"].spec == component_specs(TINY, PRESETS["tiny"].ranges)["imageproj"].to_dict()
 
 
 @pytest.mark.parametrize("change, match", [

@@ -62,10 +62,11 @@ def test_group_norm_silu_matches_fallback(shape, groups, silu, dtype):
 def test_two_source_attention_matches_fallback(b, fc, heads, length, ref_length, d, dtype):
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(b, heads, length, d, generator=g).to(DEVICE, dtype) for _ in range(3))
-    k_ref, v_ref = (torch.randn(fc, heads, ref_length, d, generator=g).to(DEVICE, dtype) for _ in range(2))
-    got = two_source_attention(q, k, v, k_ref, v_ref)
+    k_ref, v_ref = (torch.randn(2, heads, ref_length, d, generator=g).to(DEVICE, dtype) for _ in range(2))  # entries
+    index = ((torch.arange(fc) + 1) % 2).to(DEVICE)  # the entry each cond row reads
+    got = two_source_attention(q, k, v, k_ref, v_ref, index)
     assert registry.active("two_source_attention", q)
-    want = two_source_attention_reference(*(t.float() for t in (q, k, v, k_ref, v_ref)))
+    want = two_source_attention_reference(*(t.float() for t in (q, k, v, k_ref, v_ref)), index)
     torch.testing.assert_close(got.float(), want, **TOL[dtype])
 
 
@@ -188,6 +189,7 @@ def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
     from emo.runtime.backend import TorchBackend
     from emo.runtime.models import demo_models
     from emo.runtime.renderer import Renderer
+    from emo.sampling.conditioning import StepSchedule
 
     from .media_factory import PORTRAIT, voice, write_wav
 
@@ -202,7 +204,8 @@ def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
         motion = prepared.portrait.pixels.to(DEVICE, dtype).expand(run.motion_frames, -1, -1, -1)
         clip = backend.prepare_clip(video, motion, prepared.windows[:run.frames])
         x = torch.randn(1, 4, run.frames, 8, 8, generator=torch.Generator().manual_seed(0)).to(DEVICE, dtype)
-        return backend.predict(clip, x, 999, run).double()
+        steps = StepSchedule(torch.tensor([999]), run, torch.device(DEVICE), dtype)
+        return backend.step(clip, steps.inputs(x, 0)).double()
 
     with registry.using(()):
         ref = predict(renderer.backend, torch.float32)

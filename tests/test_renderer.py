@@ -55,7 +55,7 @@ def test_three_clips_chain_through_motion_frames(renderer, inputs):
             frames = decode_frames(m.vae, denoise(m.net, m.cfg, RUN, clip, noise), m.cfg.vae.scaling_factor)
             return frames.permute(0, 2, 3, 1).numpy()
 
-        chained = clip_from(torch.from_numpy(clips[0][-2:]).permute(0, 3, 1, 2) * 2 - 1)
+        chained = clip_from(torch.from_numpy(clips[0][-2:]).permute(0, 3, 1, 2).contiguous() * 2 - 1)  # NCHW, as kept
         unchained = clip_from(p.pixels.expand(2, -1, -1, -1))
     np.testing.assert_allclose(chained, clips[1], atol=1e-5)
     assert np.abs(unchained - clips[1]).max() > 1e-3  # the motion frames matter

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -10,28 +9,9 @@ import torch
 from ..config import VAEConfig
 from ..models.vae import VAE
 from .state_dict import CheckpointError, load_into, read_weights
-
-# diffusers < 0.14 named the mid-block attention query/key/value/proj_attn (weights sometimes 1x1-conv shaped).
-LEGACY_VAE_NAMES: tuple[tuple[str, str], ...] = (
-    (r"(attentions\.\d+)\.query\.", r"\1.to_q."),
-    (r"(attentions\.\d+)\.key\.", r"\1.to_k."),
-    (r"(attentions\.\d+)\.value\.", r"\1.to_v."),
-    (r"(attentions\.\d+)\.proj_attn\.", r"\1.to_out.0."),
-)
+from .vae_keys import normalize_vae_state_dict
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-
-
-def normalize_vae_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map legacy attention names to the current ones and 1x1-conv attention weights to linear ones."""
-    out = {}
-    for name, t in sd.items():
-        for pattern, repl in LEGACY_VAE_NAMES:
-            name = re.sub(pattern, repl, name)
-        if ".attentions." in name and name.endswith(".weight") and t.dim() == 4:
-            t = t[:, :, 0, 0]
-        out[name] = t
-    return out
 
 
 def vae_config_from_diffusers(d: dict) -> VAEConfig:

@@ -1,5 +1,9 @@
-"""emo-bench: eager torch (Hallo-style: reference pass every clip, no graphs, no fused kernels) and torch-fast,
-side by side in one run, per stage, with frames/s end to end and peak memory; the result goes to a JSON file.
+"""emo-bench: the renderer's own clip loop, timed stage by stage, for each backend side by side; the result goes
+to a JSON file (frames/s end to end, per-stage p50/p90, peak memory, versions, the command).
+
+Each backend renders a warm-up (graph capture, autotuning, cuDNN's algorithm search), then the timed clips, both
+through `Renderer.render` (what emo-run runs): the renderer's timing hook records every stage's host time and, on
+CUDA, its GPU time from events on the stream (no synchronisation, so the overlapped decode is timed as it runs).
 
 On a CUDA GPU it defaults to the real-size hallo-sd15 preset with random weights (512², 16 frames a clip,
 2 motion frames, 40 steps, CFG 3.5, fp16). Without one it runs the tiny preset on the CPU (fp32, no graphs,
@@ -15,9 +19,13 @@ import statistics
 import sys
 import tempfile
 import time
+import wave
+from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +33,7 @@ from ..media.outputs import atomic_output, output_target
 from .common import run_main
 
 PROG = "emo-bench"
+BACKENDS = ("torch", "torch-fast", "onnxruntime")  # the names emo-run's --backend takes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,108 +44,150 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-frames", type=int, default=2)
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance-scale", type=float, default=3.5)
-    p.add_argument("--clips", type=int, default=3, help="timed clips per backend (after the warm-up clips)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed clips first (graph capture, autotuning)")
-    p.add_argument("--no-render", dest="render", action="store_false",
-                   help="skip the end-to-end run of the real renderer (emo-run's streaming path) on --clips clips "
-                        "of audio")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="also profile STEPS denoising steps of each backend with torch.profiler (top ops by time)")
+    p.add_argument("--clips", type=int, default=3, help="timed clips per backend (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=1, help="clips rendered untimed first")
+    p.add_argument("--backends", default="torch,torch-fast", help=f"comma-separated: {', '.join(BACKENDS)}")
+    p.add_argument("--engine-dir", metavar="DIR", help="emo-export graphs (for the onnxruntime backend)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--backends", default="eager,fast", help="comma-separated: eager, fast")
+    p.add_argument("--kernels", help="torch-fast's Triton kernels: all, none or names (default: all on a GPU, none "
+                                     "on the CPU, where Triton's interpreter would dominate)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC convolutions (torch and torch-fast)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="also profile one clip of STEPS denoising steps per backend with torch.profiler (top ops)")
     p.add_argument("--out", help="result JSON (default: <date>-<device>-bench.json in the current directory)")
     p.add_argument("--verbose", action="store_true")
     return p
 
 
-class _Clock:
-    """Wall time of a stage, synchronising the device first so that queued GPU work is counted."""
+class StageClock:
+    """The renderer's timing hook: per stage, host wall time and, on CUDA, GPU time between events recorded on
+    the current stream around it. Nothing synchronises until `summary`."""
 
     def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.wall: dict[str, list[float]] = defaultdict(list)
+        self.events: dict[str, list] = defaultdict(list)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
         import torch
 
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        self.stages: dict[str, list[float]] = {}
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wall[stage].append(time.perf_counter() - t0)
+            if self.cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                self.events[stage].append((start, end))
 
-    def time(self, stage: str, fn, *args):
-        self.sync()
-        start = time.perf_counter()
-        out = fn(*args)
-        self.sync()
-        self.stages.setdefault(stage, []).append(time.perf_counter() - start)
+    def summary(self) -> dict[str, dict]:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+        out = {}
+        for stage, wall in self.wall.items():
+            out[stage] = {"wall": _summary(wall)}
+            if self.cuda:
+                out[stage]["gpu"] = _summary([s.elapsed_time(e) / 1e3 for s, e in self.events[stage]])
         return out
 
 
 def _summary(values: list[float]) -> dict:
     return {"p50": statistics.median(values), "p90": float(np.percentile(values, 90)), "n": len(values),
-            "raw": values}
+            "total": sum(values), "raw": values}
 
 
-def _bench_backend(name, backend, prepared, run, args, audio_path, workdir) -> dict:
+def _write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _audio_for(clips: int, run, source: str, path: Path) -> Path:
+    """A voice track of exactly `clips` whole clips (the demo voice, looped if it is too short)."""
+    from ..media.audio import load_audio
+
+    voice = load_audio(source, run.sample_rate)
+    need = clips * run.frames * run.sample_rate // run.fps
+    return _write_wav(path, np.resize(voice, need), run.sample_rate)
+
+
+def _backend(name: str, models, args, device: str, dtype: str, kernels: tuple[str, ...]):
+    from ..errors import InputError
+    from ..runtime.backend import TorchBackend
+
+    if name == "torch":
+        return TorchBackend(models, device, dtype, channels_last=args.channels_last)
+    if name == "torch-fast":
+        from ..runtime.torch_fast_backend import TorchFastBackend
+
+        return TorchFastBackend(models, device, dtype, kernels=kernels, channels_last=args.channels_last)
+    if not args.engine_dir:
+        raise InputError("--backends onnxruntime needs --engine-dir DIR (made by emo-export)")
+    from ..runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(args.engine_dir, "cpu" if device == "cpu" else "cuda")
+
+
+def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path) -> dict:
     import torch
 
-    from ..media.mp4 import Mp4Writer
-    from ..sampling.clip import sample
-    from ..sampling.ddim import DDIM
-
-    f, n = run.frames, run.motion_frames
-    clock = _Clock(backend.device)
-    scheduler = DDIM(backend.cfg.scheduler, run.steps)
-    latent = run.size // backend.cfg.vae.downscale
-    gen = torch.Generator().manual_seed(0)
-    if backend.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(backend.device)
-    motion = prepared.portrait.pixels.to(backend.device, backend.dtype).expand(n, -1, -1, -1)
-    video, timed_start, frames_done = None, None, 0
-    with Mp4Writer(workdir / f"{name}.mp4", run.fps, run.size, audio_path) as writer:
-        for c in range(args.warmup + args.clips):
-            if c == args.warmup:
-                clock.stages.clear()
-                clock.sync()
-                timed_start = time.perf_counter()
-            clip_clock = clock if c >= args.warmup else _Clock(backend.device)
-            windows = prepared.windows[(c % (prepared.windows.shape[0] // f)) * f:][:f]
-            if video is None or name == "eager":  # Hallo runs the ReferenceNet on the reference every clip
-                video = clip_clock.time("reference", backend.prepare_video, prepared.portrait, n)
-            clip = clip_clock.time("motion+audio tokens", backend.prepare_clip, video, motion, windows)
-            noise = torch.randn((1, backend.cfg.vae.latent_channels, f, latent, latent), generator=gen)
-
-            def predict(x, t):
-                return clip_clock.time("step", backend.predict, clip, x, t, run)
-
-            latents = sample(predict, scheduler, noise.to(backend.device, backend.dtype))
-            frames = clip_clock.time("decode", backend.decode, latents)
-            if n:
-                motion = frames[-n:].to(backend.device, backend.dtype) * 2 - 1
-            pixels = np.round(frames.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8)  # f c h w -> f h w c
-            clip_clock.time("encode", writer.write, pixels)
-            if c >= args.warmup:
-                frames_done += f
-        clock.sync()
-        total = time.perf_counter() - timed_start
-    profile = _profile(backend, clip, latents, run, args.profile) if args.profile else None
-    peak = (torch.cuda.max_memory_allocated(backend.device) if backend.device.type == "cuda"
+    be = renderer.backend
+    cuda = be.device.type == "cuda"
+    if args.warmup:
+        renderer.render(image, _audio_for(args.warmup, run, audio, workdir / "warmup.wav"), workdir / "warmup.mp4", run)
+    timed = _audio_for(args.clips, run, audio, workdir / "timed.wav")
+    captures = getattr(be, "captures", None)
+    if cuda:
+        torch.cuda.synchronize(be.device)
+        torch.cuda.reset_peak_memory_stats(be.device)
+    clock = StageClock(be.device)
+    renderer.timer = clock
+    start = time.perf_counter()
+    try:
+        result = renderer.render(image, timed, workdir / "timed.mp4", run)
+    finally:
+        renderer.timer = None
+    total = time.perf_counter() - start
+    stages = clock.summary()
+    peak = (torch.cuda.max_memory_allocated(be.device) if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    busy = {k: sum(v) for k, v in clock.stages.items()}
-    return {"stages": {k: _summary(v) for k, v in clock.stages.items()},
-            "share": {k: v / total for k, v in busy.items()},
-            "seconds": total, "frames": frames_done, "fps": frames_done / total,
-            "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if backend.device.type == "cuda"
-            else "process_max_rss"} | ({"profile": profile} if profile else {})
+    report = {"frames": result.frames, "seconds": result.seconds, "fps": result.frames / result.seconds,
+              "prepare_seconds": total - result.seconds, "pipelined": be.pipelined, "stages": stages,
+              "peak_memory_bytes": int(peak),
+              "peak_memory_kind": "cuda_max_allocated" if cuda else "process_max_rss"}
+    if captures is not None:
+        report["captures"] = {"warmup": captures, "timed": be.captures - captures}
+    if args.profile:
+        report["profile"] = _profile(renderer, image, audio, run, args.profile, workdir)
+    return report
 
 
-def _profile(backend, clip, latents, run, steps: int, top: int = 30) -> list[dict]:
-    """torch.profiler over `steps` guided steps -> the top ops by device time (CPU time without a GPU). Under a
-    CUDA graph the kernels show as the graph's launch unless the profiler can see into graphs."""
+def _profile(renderer, image: str, audio: str, run, steps: int, workdir: Path, top: int = 30) -> list[dict]:
+    """torch.profiler over one clip of `steps` steps -> the top ops by device time (CPU time without a GPU).
+    Under a CUDA graph the kernels show as the graph's launch unless the profiler can see into graphs."""
+    import dataclasses
+
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = backend.device.type == "cuda"
+    cuda = renderer.backend.device.type == "cuda"
+    one = dataclasses.replace(run, steps=steps)
+    wav = _audio_for(1, one, audio, workdir / "profile.wav")
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        for i in range(steps):
-            backend.predict(clip, latents, 999 - i, run)
+        renderer.render(image, wav, workdir / "profile.mp4", one)
         if cuda:
-            torch.cuda.synchronize(backend.device)
+            torch.cuda.synchronize(renderer.backend.device)
 
     def device_us(e) -> float:
         return float(getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0) or 0)
@@ -144,25 +195,6 @@ def _profile(backend, clip, latents, run, steps: int, top: int = 30) -> list[dic
     events = sorted(prof.key_averages(), key=lambda e: (device_us(e), e.self_cpu_time_total), reverse=True)
     return [{"name": e.key, "calls": e.count, "device_us": device_us(e), "self_cpu_us": float(e.self_cpu_time_total)}
             for e in events[:top]]
-
-
-def _bench_render(renderer, image: str, audio: str, run, clips: int, workdir: Path) -> dict:
-    """The real renderer end to end (after the staged run, so graphs are captured): frames/s of the streaming path,
-    where a pipelined backend overlaps decode, host copies and encoding with the next clip's denoising."""
-    import wave
-
-    from ..media.audio import load_audio
-
-    samples = load_audio(audio, run.sample_rate)[:clips * run.frames * run.sample_rate // run.fps]
-    short = workdir / "render.wav"
-    with wave.open(str(short), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(run.sample_rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    result = renderer.render(image, short, workdir / "render.mp4", run)
-    return {"frames": result.frames, "seconds": result.seconds, "fps": result.frames / result.seconds,
-            "pipelined": renderer.backend.pipelined}
 
 
 def _environment(device) -> dict:
@@ -173,7 +205,7 @@ def _environment(device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env |= {"device": props.name, "compute_capability": f"{props.major}.{props.minor}",
-                "cuda": torch.version.cuda, "driver": _driver_version()}
+                "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": _driver_version()}
     try:
         import triton
 
@@ -194,69 +226,80 @@ def _driver_version() -> str | None:
         return None
 
 
+def _kernels(value: str | None, cuda: bool) -> tuple[str, ...]:
+    from ..errors import InputError
+    from ..kernels.registry import KERNELS
+
+    if value is None:
+        return KERNELS if cuda else ()
+    names = KERNELS if value == "all" else () if value == "none" else tuple(n for n in value.split(",") if n)
+    unknown = set(names) - set(KERNELS)
+    if unknown:
+        raise InputError(f"unknown kernel(s) {', '.join(sorted(unknown))}; known: {', '.join(KERNELS)}")
+    return names
+
+
+def _write_json(out: Path, report: dict) -> None:
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import PRESETS, RUN_PRESETS, RunConfig
+    from ..config import PRESETS, RunConfig
     from ..errors import InputError
-    from ..kernels.registry import KERNELS
-    from ..runtime.backend import TorchBackend
+    from ..runtime.backend import resolve_device
     from ..runtime.models import demo_models
     from ..runtime.renderer import Renderer
-    from ..runtime.torch_fast_backend import TorchFastBackend
 
-    cuda = torch.cuda.is_available()
+    dev = resolve_device(args.device)
+    cuda = dev.type == "cuda"
     preset = args.preset or ("hallo-sd15" if cuda else "tiny")
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    base = RUN_PRESETS[preset]
+    base = PRESETS[preset].run
     run = RunConfig(frames=args.frames or base.frames, motion_frames=args.motion_frames, steps=args.steps or base.steps,
                     guidance_scale=args.guidance_scale, size=args.size or base.size)
-    run.validate(PRESETS[preset])
+    run.validate(PRESETS[preset].model)
+    if args.clips < 1 or args.warmup < 0:
+        raise InputError("--clips must be >= 1 and --warmup >= 0")
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not names or set(names) - {"eager", "fast"}:
-        raise InputError("--backends takes eager and/or fast")
-    device = "cuda" if cuda else "cpu"
+    if not names or set(names) - set(BACKENDS):
+        raise InputError(f"--backends takes {', '.join(BACKENDS)}")
     dtype = args.dtype or ("fp16" if cuda else "fp32")
-    models = demo_models(cfg=PRESETS[preset])
+    kernels = _kernels(args.kernels, cuda)
+    models = demo_models(cfg=PRESETS[preset].model) if set(names) - {"onnxruntime"} else None
     assets = resources.files("emo") / "assets"
     image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")
-    kernels = KERNELS if cuda else ()  # Triton's interpreter would dominate a CPU run
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            backend = (TorchBackend(models, device, dtype) if name == "eager" else
-                       TorchFastBackend(models, device, dtype, kernels=kernels))
-            renderer = Renderer(backend)
-            start = time.perf_counter()
-            prepared = renderer.prepare(image, audio, run)
-            audio_s = time.perf_counter() - start
-            results[name] = _bench_backend(name, backend, prepared, run, args, Path(audio), Path(tmp))
-            results[name]["prepare_seconds"] = audio_s  # decode, face detection, audio features
-            if args.render:
-                results[name]["render"] = _bench_render(renderer, image, audio, run, args.clips, Path(tmp))
-            e2e = f"  render {results[name]['render']['fps']:8.3f} frames/s" if args.render else ""
-            print(f"{PROG}: {name:5s} {results[name]['fps']:8.3f} frames/s{e2e}  "
-                  f"step p50 {results[name]['stages']['step']['p50'] * 1e3:9.2f} ms  "
-                  f"peak {results[name]['peak_memory_bytes'] / 2**30:6.2f} GiB")
-            del backend, renderer
-            if cuda:
-                torch.cuda.empty_cache()
-    env = _environment(torch.device(device))
+    env = _environment(dev)
     report = {"command": " ".join([PROG, *sys.argv[1:]]) if sys.argv[0].endswith(PROG) else " ".join(sys.argv),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": env,
-              "settings": {"preset": preset, "dtype": dtype, "cuda_graphs": cuda,
-                           "kernels": list(kernels),
+              "settings": {"preset": preset, "dtype": dtype, "device": str(dev), "kernels": list(kernels),
+                           "channels_last": args.channels_last,
                            "run": run.__dict__ | {"motion_scale": list(run.motion_scale)},
                            "clips": args.clips, "warmup": args.warmup},
-              "results": results}
-    if {"eager", "fast"} <= set(results):
-        report["speedup_fps"] = results["fast"]["fps"] / results["eager"]["fps"]
-        print(f"{PROG}: fast / eager = {report['speedup_fps']:.2f}x")
-    out = Path(args.out) if args.out else Path(f"{datetime.now():%Y-%m-%d}-{env['device'].replace(' ', '_')}-bench.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(output_target(out)) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+              "results": {}, "complete": False}
+    out = output_target(Path(args.out) if args.out else Path(
+        f"{datetime.now():%Y-%m-%d}-{env['device'].replace(' ', '_')}-bench.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            renderer = Renderer(_backend(name, models, args, str(dev), dtype, kernels))
+            r = report["results"][name] = _bench_backend(renderer, image, audio, run, args, Path(tmp))
+            step = r["stages"]["step"].get("gpu", r["stages"]["step"]["wall"])
+            print(f"{PROG}: {name:11s} {r['fps']:8.3f} frames/s  step p50 {step['p50'] * 1e3:9.2f} ms  "
+                  f"peak {r['peak_memory_bytes'] / 2**30:6.2f} GiB")
+            _write_json(out, report)  # a run cut short keeps the backends done
+            del renderer
+            if cuda:
+                torch.cuda.empty_cache()
+    if "torch" in report["results"]:
+        ref = report["results"]["torch"]["fps"]
+        report["speedup_fps"] = {n: r["fps"] / ref for n, r in report["results"].items() if n != "torch"}
+        for n, x in report["speedup_fps"].items():
+            print(f"{PROG}: {n} / torch = {x:.2f}x")
+    report["complete"] = True
+    _write_json(out, report)
     print(f"{PROG}: wrote {out}")
     return 0
 

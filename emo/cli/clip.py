@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RUN_PRESETS, TINY, RunConfig
+from ..config import PRESETS, TINY, RunConfig
+from ..geometry import Geometry
 from ..runtime.models import demo_models
 from ..sampling.clip import run_clip
 
@@ -27,8 +28,9 @@ def demo_inputs(size: int, frames: int, motion_frames: int, cfg, seed: int) -> d
     face = ((xx / 0.6) ** 2 + (yy / 0.75) ** 2 <= 1).float()
     lip = ((xx / 0.25) ** 2 + ((yy - 0.45) / 0.1) ** 2 <= 1).float()
     masks = []
-    for level in range(4):
-        r = size // cfg.vae.downscale // 2 ** level
+    geo = Geometry.of(cfg, size)
+    for level in range(geo.levels):
+        r = geo.side(level)
         pool = lambda m: torch.nn.functional.adaptive_avg_pool2d(m[None, None], r).flatten()
         masks.append(torch.stack([1 - pool(face), pool(face) - pool(lip), pool(lip)]))
     feats = torch.randn(frames, cfg.audioproj.seq_len, cfg.audioproj.blocks, cfg.audioproj.channels, generator=g)
@@ -41,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo", action="store_true", help="tiny random model and synthetic inputs")
     p.add_argument("-o", "--output", required=True, help="output .npy file of frames (f, H, W, 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=RUN_PRESETS["tiny"].steps)
-    p.add_argument("--size", type=int, default=RUN_PRESETS["tiny"].size)
-    p.add_argument("--frames-per-clip", type=int, default=RUN_PRESETS["tiny"].frames)
-    p.add_argument("--motion-frames", type=int, default=RUN_PRESETS["tiny"].motion_frames)
+    demo = PRESETS["tiny"].run
+    p.add_argument("--steps", type=int, default=demo.steps)
+    p.add_argument("--size", type=int, default=demo.size)
+    p.add_argument("--frames-per-clip", type=int, default=demo.frames)
+    p.add_argument("--motion-frames", type=int, default=demo.motion_frames)
     args = p.parse_args(argv)
     if not args.demo:
         p.error("only --demo is available in emo-clip; use emo-run for real models")

@@ -25,7 +25,7 @@ def load_models(args: argparse.Namespace):
     from ..runtime.models import demo_models, load_model_dir
 
     if args.random:
-        return demo_models(cfg=PRESETS[args.random])
+        return demo_models(cfg=PRESETS[args.random].model)
     return demo_models() if args.demo else load_model_dir(args.models)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io_spec import COMPONENTS, RANGE_PRESETS, default_ranges, with_max_audio
+from ..config import PRESETS
+from ..io_spec import COMPONENTS, default_ranges, with_max_audio
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-export"
@@ -17,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--components", default=",".join(COMPONENTS),
                    help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
-    p.add_argument("--ranges", choices=sorted(RANGE_PRESETS),
+    p.add_argument("--ranges", choices=sorted(PRESETS),
                    help="shape ranges the graphs (and later engine profiles) cover; default: the model's preset")
     p.add_argument("--max-audio-seconds", type=float, metavar="S",
                    help="longest audio the audio encoder graph accepts (default: the ranges' own, 60 s for tiny, "
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not components:
         raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(COMPONENTS)}")
     models = load_models(args)
-    ranges = RANGE_PRESETS[args.ranges] if args.ranges else None
+    ranges = PRESETS[args.ranges].ranges if args.ranges else None
     if args.max_audio_seconds is not None:
         ranges = with_max_audio(ranges or default_ranges(models.cfg), args.max_audio_seconds)
     say = (lambda *a: None) if args.quiet else print

@@ -7,7 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from ..config import RUN_PRESETS, RunConfig
+from ..config import PRESETS, RunConfig
 from ..errors import InputError
 from ..runtime.renderer import check_outputs
 from ..validation import check_face_expand_ratio, check_seed
@@ -18,7 +18,7 @@ PROG = "emo-run"
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = RUN_PRESETS["hallo-sd15"]
+    d, demo = PRESETS["hallo-sd15"].run, PRESETS["tiny"].run
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("image", nargs="?", help="portrait image (PNG, JPEG, WebP, ...)")
     p.add_argument("audio", nargs="?", help="voice track (WAV, MP3, M4A, FLAC, OGG, or a video's audio)")
@@ -31,11 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime"],
                    help="auto: onnxruntime when --engine-dir is given, torch-fast on a CUDA GPU, else torch")
     p.add_argument("--engine-dir", metavar="DIR", help="graphs made by emo-export (for --backend onnxruntime)")
-    p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {RUN_PRESETS['tiny'].steps})")
+    p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {demo.steps})")
     p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
     p.add_argument("--fps", type=int, default=d.fps)
     p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 (default {d.size}; "
-                                            f"demo {RUN_PRESETS['tiny'].size})")
+                                            f"demo {demo.size})")
     p.add_argument("--frames-per-clip", type=int, default=d.frames)
     p.add_argument("--motion-frames", type=int, default=d.motion_frames)
     p.add_argument("--seed", type=int, default=42)
@@ -137,7 +137,7 @@ def _renderer(args: argparse.Namespace, backend: str):
 
 def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
     """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
-    preset = RUN_PRESETS["tiny" if args.demo else "hallo-sd15"]
+    preset = PRESETS["tiny" if args.demo else "hallo-sd15"].run
     run = RunConfig(frames=args.frames_per_clip, motion_frames=args.motion_frames,
                     steps=args.steps if args.steps is not None else preset.steps,
                     guidance_scale=args.guidance_scale, size=args.size if args.size is not None else preset.size,

@@ -7,7 +7,8 @@ from typing import Callable
 import torch
 
 from ..checkpoints.state_dict import weights_hash
-from ..io_spec import COMPONENTS, ShapeRanges, component_specs, default_ranges, trace_values
+from ..config import ShapeRanges
+from ..io_spec import COMPONENTS, component_specs, default_ranges, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
 from ..runtime.models import Models
 from .graphs import component_module
@@ -61,7 +62,7 @@ def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", 
     models.audio_encoder.to(torch.device("cpu"), torch.float32)  # fp32-only component
     for name in components:
         spec = specs[name]
-        module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder)
+        module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder, spec)
         graph = export_component(module, spec, values, precision, out_dir)
         manifest.components[name] = GraphEntry(graph.file, graph.data_file, graph.bytes, spec.precision(precision),
                                                spec.to_dict(), round(graph.seconds, 2))

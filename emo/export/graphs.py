@@ -1,6 +1,6 @@
 """Export-ready wrappers: one nn.Module per component, whose forward takes and returns exactly the tensors of its
 IO spec, in the spec's order. They add no computation of their own beyond what the eager pipeline does between
-modules (scaling the latents, CFG guidance, arranging the reference K/V per frame)."""
+modules (scaling the latents, CFG guidance): the denoiser's runs the very step function the torch backends run."""
 from __future__ import annotations
 
 import torch
@@ -12,8 +12,11 @@ from ..models.hallo import HalloNet
 from ..models.reference_unet import ReferenceUNet
 from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
-from ..sampling.clip import decode_images, encode_latents
-from ..sampling.reference import frame_reference_kv, motion_features, reference_kv
+from ..io_spec import ComponentSpec
+from ..models.unet_layout import transformer_count
+from ..sampling.clip import decode_images, encode_latents, guided_step
+from ..sampling.conditioning import ClipConditioning, StepInputs
+from ..sampling.reference import motion_features, reference_kv
 
 
 class AudioEncoderGraph(nn.Module):
@@ -67,27 +70,26 @@ class DenoiserGraph(nn.Module):
     """One guided denoising step: CFG-batched latents (2, 4, f, h, w) -> uncond + s · (cond − uncond).
 
     Returning the guided prediction (not both halves) halves the output traffic and keeps the whole step but the
-    DDIM update inside the graph; the sampler is the same host code for every backend.
+    DDIM update inside the graph; the sampler is the same host code for every backend. The reference K/V come in
+    as the two entries per layer plus the entry index of each frame, as the runtime keeps them.
     """
 
-    def __init__(self, denoiser: DenoisingUNet, levels: int):
+    def __init__(self, denoiser: DenoisingUNet, spec: ComponentSpec):
         super().__init__()
-        self.denoiser, self.levels = denoiser, levels
+        self.denoiser, self.names = denoiser, [t.name for t in spec.inputs]
+        self.levels = len(denoiser.cfg.block_out_channels)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, guidance_scale: torch.Tensor,
-                motion_scale: torch.Tensor, image_tokens: torch.Tensor, audio_tokens: torch.Tensor,
-                face_feature: torch.Tensor, motion_features: torch.Tensor, *masks_and_kv: torch.Tensor
-                ) -> torch.Tensor:
-        masks, kv = list(masks_and_kv[:self.levels]), masks_and_kv[self.levels:]
-        pairs = frame_reference_kv(list(zip(kv[0::2], kv[1::2])), sample.shape[2])  # (2, ...) -> (f, ...) each
-        out = self.denoiser(sample, timestep, image_tokens, audio_tokens, face_feature, masks, pairs,
-                            motion_features, motion_scale)
-        uncond, cond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feed = dict(zip(self.names, inputs, strict=True))
+        clip = ClipConditioning.from_feed(feed, self.levels, transformer_count(self.denoiser.cfg))
+        step = StepInputs(feed["sample"], feed["timestep"], feed["guidance_scale"], feed["motion_scale"])
+        return guided_step(self.denoiser, clip, step)
 
 
-def component_module(name: str, cfg: ModelConfig, net: HalloNet, vae: VAE, encoder: AudioEncoder) -> nn.Module:
-    """The export wrapper of one component (eval mode; the caller chooses device and dtype)."""
+def component_module(name: str, cfg: ModelConfig, net: HalloNet, vae: VAE, encoder: AudioEncoder,
+                     spec: ComponentSpec) -> nn.Module:
+    """The export wrapper of one component, taking the inputs of its IO spec `spec` (eval mode; the caller
+    chooses device and dtype)."""
     scaling = cfg.vae.scaling_factor
     modules = {
         "audio_encoder": lambda: AudioEncoderGraph(encoder),
@@ -98,7 +100,7 @@ def component_module(name: str, cfg: ModelConfig, net: HalloNet, vae: VAE, encod
         "vae_decoder": lambda: VaeDecoderGraph(vae, scaling),
         "reference": lambda: ReferenceGraph(net.reference_unet, net.denoising_unet),
         "motion": lambda: MotionGraph(net.reference_unet),
-        "denoiser": lambda: DenoiserGraph(net.denoising_unet, len(cfg.unet.block_out_channels)),
+        "denoiser": lambda: DenoiserGraph(net.denoising_unet, spec),
     }
     if name not in modules:
         raise ValueError(f"unknown component {name!r} (choose from {', '.join(modules)})")

@@ -25,6 +25,8 @@ def example_inputs(spec: ComponentSpec, values: dict[str, int], precision: str =
             x = torch.full(shape, 3.5)
         elif t.name == "motion_scale":
             x = torch.tensor([1.0, 0.9, 1.1])
+        elif t.name == "ref_index":  # both entries, alternating from entry 1
+            x = (torch.arange(shape[0]) + 1) % 2
         elif t.name.startswith("mask_"):
             x = torch.rand(shape, generator=gen)
         elif t.name in ("pixels", "face_region"):

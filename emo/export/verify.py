@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..geometry import size_unit
 from ..io_spec import component_specs, dim_values, trace_values
 from ..manifest import read_manifest
 from ..runtime.models import Models
@@ -49,8 +50,7 @@ def operating_points(manifest) -> dict[str, dict[str, int]]:
     """The trace point (small) and a second point with other frames, motion frames and size than the trace."""
     cfg, r = manifest.model(), manifest.shape_ranges()
     trace = trace_values(cfg, r)
-    unit = cfg.vae.downscale * 2 ** (len(cfg.unet.block_out_channels) - 1)
-    size = min(trace["pix"] + unit, r.size[2])
+    size = min(trace["pix"] + size_unit(cfg), r.size[2])
     other = dim_values(cfg, r, min(trace["frames"] + 2, r.frames[2]), min(trace["motion"] + 1, r.motion_frames[2]),
                        size, 1.3, min(trace["images"] + 1, max(r.frames[2], 1)))
     return {"trace": trace, "other": other}
@@ -71,7 +71,7 @@ def verify_export(engine_dir: str | Path, models: Models, components: tuple[str,
     for name in components or tuple(manifest.components):
         entry = manifest.components[name]
         spec, prec = specs[name], entry.precision
-        module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder)
+        module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder, spec)
         with _runner(engine_dir / entry.file, list(providers)) as runner:
             for point, values in operating_points(manifest).items():
                 inputs = example_inputs(spec, values, "fp32", seed=1)

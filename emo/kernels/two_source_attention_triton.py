@@ -25,7 +25,7 @@ def _accumulate(q, K, V, stride_l, length, offs_d, d_mask, m_i, l_i, acc, scale,
 
 
 @triton.jit
-def attention_kernel(Q, K, V, KR, VR, O, L, LR, FU, HEADS, D, scale,
+def attention_kernel(Q, K, V, KR, VR, IDX, O, L, LR, FU, HEADS, D, scale,
                      s_b, s_h, s_l, r_b, r_h, r_l,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -44,7 +44,8 @@ def attention_kernel(Q, K, V, KR, VR, O, L, LR, FU, HEADS, D, scale,
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i, l_i, acc = _accumulate(q, K + base, V + base, s_l, L, offs_d, d_mask, m_i, l_i, acc, scale, BLOCK_N)
     if b >= FU:
-        rbase = (b - FU).to(tl.int64) * r_b + h * r_h
+        entry = tl.load(IDX + (b - FU))  # the reference entry this cond row reads
+        rbase = entry.to(tl.int64) * r_b + h * r_h
         m_i, l_i, acc = _accumulate(q, KR + rbase, VR + rbase, r_l, LR, offs_d, d_mask, m_i, l_i, acc, scale,
                                     BLOCK_N)
     out = acc / l_i[:, None]

@@ -15,8 +15,9 @@ from .audio_attention import AudioTransformer
 from .embeddings import TimestepEmbedding
 from .motion_module import MotionModule
 from .reference_unet import Block2D
-from .transformer import RefKV, SpatialTransformer
+from .transformer import ReferenceKV, RefKV, SpatialTransformer
 from .unet_layout import BlockSpec, down_blocks, mid_block, up_blocks
+from .unet_walk import walk_unet
 
 
 class Block3D(Block2D):
@@ -57,22 +58,27 @@ class DenoisingUNet(nn.Module):
 
     def reference_kv(self, records: list[torch.Tensor]) -> list[RefKV]:
         """Reference tokens (v, l, c) per transformer -> their self-attention keys/values, (v, heads, l, d) each."""
-        return [t.transformer_blocks[0].attn1.kv(r) for t, r in zip(self.spatial_transformers(), records)]
+        return [t.transformer_blocks[0].attn1.kv(r) for t, r in zip(self.spatial_transformers(), records, strict=True)]
 
     def forward(
         self,
         sample: torch.Tensor,  # (b, 4, f, h, w) noisy latents, b = [uncond, cond]
-        timestep: torch.Tensor,  # () or (b,)
+        timestep: torch.Tensor,  # () or (b,) or (1,)
         image_tokens: torch.Tensor,  # (b, t_img, c_ctx)
         audio_tokens: torch.Tensor,  # (b, f, t_audio, c_audio)
         face_feature: torch.Tensor,  # (b, c0, h, w) face-locator output (zeros for uncond)
         masks: list[torch.Tensor],  # per level: (3, h_l*w_l) full / face / lip
-        ref_kv: list[RefKV],  # per spatial transformer: keys, values for the cond frames, (f, heads, l, d)
+        ref_kv: list[RefKV],  # per spatial transformer: keys, values of the reference entries, (E, heads, l, d)
+        ref_index: torch.Tensor,  # (f,) int64: the reference entry each cond frame reads
         motion_feats: torch.Tensor,  # (b, n, c_mid, h_mid, w_mid) motion-frame features for the mid block
         motion_scale: torch.Tensor,  # (3,) full / face / lip weights (applied in the mid block, as the reference)
     ) -> torch.Tensor:
         """-> model output (b, 4, f, h, w)."""
         b, _, f, hh, ww = sample.shape
+        transformers = len(self.spatial_transformers())
+        if len(ref_kv) != transformers:
+            raise ValueError(f"the denoiser has {transformers} self-attention layers but got {len(ref_kv)} "
+                             "reference K/V pairs")
         x = sample.transpose(1, 2).reshape(b * f, -1, hh, ww)  # b c f h w -> (b f) c h w
         temb = self.time_embedding(timestep.reshape(-1).expand(b), x.dtype).repeat_interleave(f, dim=0)
         context = image_tokens.repeat_interleave(f, dim=0)  # b t c -> (b f) t c
@@ -82,37 +88,16 @@ class DenoisingUNet(nn.Module):
         kv = iter(ref_kv)
 
         def layer(block: Block3D, j: int, x: torch.Tensor) -> torch.Tensor:
-            x = block.resnets[j](x, temb)
+            mid = block.spec.kind == "mid"
             if block.spec.attention:
-                x, _ = block.attentions[j](x, context, next(kv))
-                x = block.audio_modules[j](x, audio, masks[block.spec.depth], None)
+                x, _ = block.attentions[j](x, context, ReferenceKV(*next(kv), ref_index))
+                x = block.audio_modules[j](x, audio, masks[block.spec.depth], motion_scale if mid else None)
             if hasattr(block, "motion_modules"):
-                x = block.motion_modules[j](x, f)
+                x = (self._motion_with_frames(block.motion_modules[j], x, motion_feats, b, f) if mid
+                     else block.motion_modules[j](x, f))
             return x
 
-        skips = [x]
-        for block in self.down_blocks:
-            for j in range(len(block.resnets)):
-                x = layer(block, j, x)
-                skips.append(x)
-            if block.spec.resample:
-                x = block.downsamplers[0](x)
-                skips.append(x)
-
-        mid = self.mid_block
-        x = mid.resnets[0](x, temb)
-        x, _ = mid.attentions[0](x, context, next(kv))
-        x = mid.audio_modules[0](x, audio, masks[mid.spec.depth], motion_scale)
-        if hasattr(mid, "motion_modules"):
-            x = self._motion_with_frames(mid.motion_modules[0], x, motion_feats, b, f)
-        x = mid.resnets[1](x, temb)
-
-        for block in self.up_blocks:
-            for j in range(len(block.resnets)):
-                x = layer(block, j, torch.cat([x, skips.pop()], dim=1))
-            if block.spec.resample:
-                x = block.upsamplers[0](x, skips[-1].shape[-2:])
-
+        x = walk_unet(self, x, temb, layer)
         x = self.conv_out(group_norm_silu(x, self.conv_norm_out))
         return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b f) c h w -> b c f h w
 

@@ -13,6 +13,7 @@ from .embeddings import TimestepEmbedding
 from .resnet import Downsample, ResnetBlock, Upsample
 from .transformer import SpatialTransformer
 from .unet_layout import BlockSpec, down_blocks, mid_block, up_blocks
+from .unet_walk import walk_unet
 
 
 class Block2D(nn.Module):
@@ -53,31 +54,12 @@ class ReferenceUNet(nn.Module):
         """
         temb = self.time_embedding(torch.zeros(latents.shape[0], device=latents.device), latents.dtype)
         records: list[torch.Tensor] = []
-        x = self.conv_in(latents)
-        skips = [x]
-        for block in self.down_blocks:
-            for j, resnet in enumerate(block.resnets):
-                x = resnet(x, temb)
-                if block.spec.attention:
-                    x, rec = block.attentions[j](x, context)
-                    records.append(rec)
-                skips.append(x)
-            if block.spec.resample:
-                x = block.downsamplers[0](x)
-                skips.append(x)
-        mid = self.mid_block
-        x = mid.resnets[0](x, temb)
-        x, rec = mid.attentions[0](x, context)
-        records.append(rec)
-        if up_to_mid:
-            return records
-        x = mid.resnets[1](x, temb)
-        for block in self.up_blocks:
-            for j, resnet in enumerate(block.resnets):
-                x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
-                if block.spec.attention:
-                    x, rec = block.attentions[j](x, context)
-                    records.append(rec)
-            if block.spec.resample:
-                x = block.upsamplers[0](x, skips[-1].shape[-2:])
+
+        def layer(block: Block2D, j: int, x: torch.Tensor) -> torch.Tensor:
+            if block.spec.attention:
+                x, rec = block.attentions[j](x, context)
+                records.append(rec)
+            return x
+
+        walk_unet(self, self.conv_in(latents), temb, layer, up_to_mid)
         return records

@@ -5,13 +5,24 @@ keys/values to the self-attention of the cond half. Both are explicit tensors he
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from ..kernels.two_source_attention import two_source_attention
 from .attention import Attention, FeedForward
 
-RefKV = tuple[torch.Tensor, torch.Tensor]  # keys, values of the reference tokens for the cond frames: (fc, h, l, d)
+RefKV = tuple[torch.Tensor, torch.Tensor]  # keys, values of the reference entries of one layer: (E, h, l, d) each
+
+
+class ReferenceKV(NamedTuple):
+    """What the cond rows of one self-attention layer append to their own keys: reference entries (stored once
+    per video) and, per cond row, the entry it reads (no per-frame copies)."""
+
+    k: torch.Tensor  # (E, heads, l, d)
+    v: torch.Tensor  # (E, heads, l, d)
+    index: torch.Tensor  # (fc,) int64 in [0, E): entry of each cond row
 
 
 class TransformerBlock(nn.Module):
@@ -24,19 +35,18 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def self_attention(self, x: torch.Tensor, ref_kv: RefKV | None) -> torch.Tensor:
-        """Plain self-attention, or, with `ref_kv`, [own ‖ reference] keys for the last fc rows (the cond half)."""
-        if ref_kv is None:
+    def self_attention(self, x: torch.Tensor, ref: ReferenceKV | None) -> torch.Tensor:
+        """Plain self-attention, or, with `ref`, [own ‖ reference entry] keys for the last fc rows (the cond half)."""
+        if ref is None:
             return self.attn1(x)
-        k_ref, v_ref = ref_kv
         q, (k, v) = self.attn1.split_heads(self.attn1.to_q(x)), self.attn1.kv(x)
-        return self.attn1.to_out(self.attn1.merge_heads(two_source_attention(q, k, v, k_ref, v_ref)))
+        return self.attn1.to_out(self.attn1.merge_heads(two_source_attention(q, k, v, ref.k, ref.v, ref.index)))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, ref_kv: RefKV | None = None
+    def forward(self, x: torch.Tensor, context: torch.Tensor, ref: ReferenceKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (b, l, c), context (b, t, c_ctx) -> (output, norm1 record (b, l, c))."""
         n = self.norm1(x)
-        x = self.self_attention(n, ref_kv) + x
+        x = self.self_attention(n, ref) + x
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x, n
 
@@ -51,11 +61,11 @@ class SpatialTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TransformerBlock(channels, heads, channels // heads, context_dim)])
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, ref_kv: RefKV | None = None
+    def forward(self, x: torch.Tensor, context: torch.Tensor, ref: ReferenceKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) -> (output (B, C, H, W), norm1 record (B, H*W, C))."""
         b, c, hh, ww = x.shape
         h = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, hh * ww, c)  # b c h w -> b (h w) c
-        h, record = self.transformer_blocks[0](h, context, ref_kv)
+        h, record = self.transformer_blocks[0](h, context, ref)
         h = h.reshape(b, hh, ww, c).permute(0, 3, 1, 2)  # b (h w) c -> b c h w
         return self.proj_out(h) + x, record

@@ -1,52 +1,70 @@
-"""What a renderer needs from a backend, and the eager torch backend (the reference every other one is held to).
+"""The one protocol every backend implements, and the eager torch backend (the reference the others are held to).
 
 A backend turns prepared inputs into tensors; the renderer owns everything else (clip chaining, noise, the DDIM
-loop, trimming, encoding), so every backend samples with the same host code.
+loop, trimming, encoding), so every backend samples with the same host code. What a backend computes, by rate:
+
+  once per video   audio_features(waveform, frames)          -> (frames, layers, hidden) float32, host
+                   prepare_video(portrait, motion_frames)    -> VideoConditioning
+  once per clip    prepare_clip(video, motion_pixels, windows) -> ClipConditioning
+                   decode_split(latents, tail)               -> (tail frames now, all frames later)
+  once per step    step(clip, StepInputs)                    -> noise_pred (1, 4, f, h, w)
+
+The conditioning and step inputs (`emo.sampling.conditioning`) carry the denoiser IO spec's names: `feed()` gives
+IO-spec name -> tensor, so a graph backend (onnxruntime, TensorRT) binds them by name and a torch backend reads
+their fields. A backend may keep them in any form it likes between calls (static buffers, device copies); the
+renderer only hands back what the backend returned.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import torch
 
-from ..config import ModelConfig, RunConfig
+from ..config import ModelConfig
 from ..errors import InputError
 from ..preprocess.portrait import Portrait
-from ..sampling.clip import decode_frames, guided_prediction, prepare_clip, prepare_video
+from ..sampling.clip import decode_frames, guided_step, prepare_clip, prepare_video
+from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
 from .models import Models
+
+DecodedClip = tuple[torch.Tensor, Callable[[], torch.Tensor]]
+"""(the last `tail` frames (tail, 3, H, W) in [0, 1] on the backend's device, needed at once as the next clip's
+motion frames; a call returning all f frames as float32 (f, H, W, 3) in [0, 1] on the host)."""
 
 
 class Backend(Protocol):
-    name: str
-    pipelined: bool  # True: decode_split may return before decoding ends, so the renderer yields a clip late
+    name: str  # as the CLI names it: torch, torch-fast, onnxruntime, tensorrt
     cfg: ModelConfig
-    device: torch.device  # where the host-side tensors (latents, motion frames) live
-    dtype: torch.dtype  # their dtype
+    device: torch.device  # where the renderer keeps latents and motion frames
+    dtype: torch.dtype  # their dtype (the sampler runs in it)
+    pipelined: bool  # True: decode_split may return before decoding ends; the renderer then yields a clip late
 
     def audio_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Normalised, clip-padded 16 kHz waveform (S,) -> (num_frames, layers, hidden) float32 on the CPU."""
+        """Normalised 16 kHz waveform (S,) -> (num_frames, layers, hidden) float32 on the host."""
 
-    def prepare_video(self, portrait: Portrait, motion_frames: int) -> Any:
-        """Everything constant across the clips of one video (reference K/V, tokens, face feature, masks)."""
+    def prepare_video(self, portrait: Portrait, motion_frames: int) -> VideoConditioning:
+        """Everything constant across the clips of one video (tokens, face feature, masks, reference K/V)."""
 
-    def prepare_clip(self, video: Any, motion_pixels: torch.Tensor, windows: torch.Tensor) -> Any:
-        """motion_pixels (n, 3, H, W) in [-1, 1]; windows (f, 5, layers, hidden) -> the clip's conditioning."""
+    def prepare_clip(self, video: VideoConditioning, motion_pixels: torch.Tensor, windows: torch.Tensor
+                     ) -> ClipConditioning:
+        """motion_pixels (n, 3, H, W) in [-1, 1] on `device`; windows (f, 5, layers, hidden) float32 on the host."""
 
-    def predict(self, clip: Any, latents: torch.Tensor, t: int, run: RunConfig) -> torch.Tensor:
-        """Guided prediction for latents (1, 4, f, h, w) at timestep t."""
+    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        """One guided denoising step -> noise_pred (1, 4, f, h, w) on `device` in `dtype`."""
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (1, 4, f, h, w) -> frames (f, 3, H, W) float32 in [0, 1]."""
-
-    def decode_split(self, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
-        """-> (the last `tail` frames, needed at once as the next clip's motion frames; a call giving all f frames).
-        A backend with `pipelined = True` may still be decoding the others when this returns."""
+    def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:
+        """latents (1, 4, f, h, w) -> see DecodedClip."""
 
 
-def decode_split(backend: Backend, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
-    """The synchronous decode_split: everything decoded now."""
-    frames = backend.decode(latents)
-    return frames[frames.shape[0] - tail:], lambda: frames
+def host_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Frames (f, 3, H, W) in [0, 1] -> float32 (f, H, W, 3) on the host, contiguous (ready for an encoder)."""
+    return frames.permute(0, 2, 3, 1).float().contiguous().cpu()  # f c h w -> f h w c
+
+
+def decoded_now(frames: torch.Tensor, tail: int) -> DecodedClip:
+    """The synchronous DecodedClip of frames (f, 3, H, W) decoded already."""
+    host = host_frames(frames)
+    return frames[frames.shape[0] - tail:], lambda: host
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -71,16 +89,28 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 class TorchBackend:
-    """Eager PyTorch on any device: the same modules and functions the golden tests check."""
+    """Eager PyTorch on any device: the same modules and functions the golden tests check.
+
+    On CUDA, cuDNN picks its convolution algorithms by timing them (`cudnn.benchmark`: a render repeats a few
+    fixed shapes); `channels_last` stores the convolution weights (and so their activations) NHWC, which the
+    tensor-core convolutions prefer (opt-in: it works on any device, but only pays on a GPU). The eager CPU
+    path, where the golden numbers are made, uses neither.
+    """
 
     name = "torch"
     pipelined = False  # decode_split returns finished frames
     decode_batch = 4  # frames a VAE decode call
 
-    def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32"):
+    def __init__(self, models: Models, device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32",
+                 channels_last: bool = False):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.models = models.to(self.device, self.dtype)
+        if channels_last:
+            for module in (self.models.net, self.models.vae):
+                module.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.cfg = models.cfg
 
     @torch.no_grad()
@@ -88,24 +118,25 @@ class TorchBackend:
         return self.models.audio_encoder(waveform, num_frames).float().cpu()
 
     @torch.no_grad()
-    def prepare_video(self, portrait: Portrait, motion_frames: int) -> Any:
+    def prepare_video(self, portrait: Portrait, motion_frames: int) -> VideoConditioning:
         p, dev, dt = portrait, self.device, self.dtype
         return prepare_video(self.models.net, self.models.vae, self.cfg, p.pixels.to(dev, dt), p.face_emb.to(dev, dt),
                              p.face_region.to(dev, dt), [m.to(dev, dt) for m in p.masks], motion_frames)
 
     @torch.no_grad()
-    def prepare_clip(self, video: Any, motion_pixels: torch.Tensor, windows: torch.Tensor) -> Any:
+    def prepare_clip(self, video: VideoConditioning, motion_pixels: torch.Tensor, windows: torch.Tensor
+                     ) -> ClipConditioning:
         tokens = self.models.net.audioproj(windows[None].to(self.device, self.dtype))[0]
         return prepare_clip(self.models.net, self.models.vae, self.cfg, video, motion_pixels, tokens)
 
     @torch.no_grad()
-    def predict(self, clip: Any, latents: torch.Tensor, t: int, run: RunConfig) -> torch.Tensor:
-        scale = torch.tensor(run.motion_scale, dtype=self.dtype, device=self.device)
-        return guided_prediction(self.models.net, clip, latents, t, run.guidance_scale, scale)
+    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        return guided_step(self.models.net.denoising_unet, clip, inputs)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor, self.decode_batch).float()
+        """latents (1, 4, f, h, w) -> frames (f, 3, H, W) in [0, 1] on the device."""
+        return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor, self.decode_batch)
 
-    def decode_split(self, latents: torch.Tensor, tail: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
-        return decode_split(self, latents, tail)
+    def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:
+        return decoded_now(self.decode(latents), tail)

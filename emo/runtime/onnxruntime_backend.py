@@ -2,35 +2,29 @@
 
 It reads only the directory (manifest + graphs): no torch weights. The IO specs are rebuilt from the manifest's
 model config (`emo.io_spec`) and drive the dtype of every feed; the sampler, clip chaining and context pairing
-are the same host code as the torch backend's.
+are the same host code as the torch backend's. The conditioning is kept in the denoiser graph's precision and fed
+by IO-spec name (`feed()`), the reference K/V as the two entries plus the per-frame entry index.
 """
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..io_spec import ComponentSpec, component_specs, kv_names, mask_name
+from ..geometry import Geometry
+from ..io_spec import ComponentSpec, component_specs
 from ..manifest import EngineDirError, read_manifest
 from ..preprocess.portrait import Portrait
-from ..sampling.reference import motion_context, reference_context
-from .backend import decode_split
+from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
+from ..sampling.reference import motion_context, reference_context, reference_index
+from .backend import DecodedClip, decoded_now
 from .ort_providers import execution_providers, require_providers
 
 REQUIRED = ("audio_encoder", "audioproj", "imageproj", "face_locator", "vae_encoder", "vae_decoder", "reference",
             "motion", "denoiser")
-
-
-@dataclass
-class OrtVideo:
-    feed: dict[str, np.ndarray]  # the denoiser inputs constant over the video (tokens, face feature, masks, K/V)
-    image_tokens: torch.Tensor  # (2, t, c)
-    motion_frames: int
 
 
 def _as_array(x: np.ndarray | torch.Tensor, dtype: str) -> np.ndarray:
@@ -79,15 +73,22 @@ class OnnxRuntimeBackend:
                 self._sessions[name] = session
             return self._sessions[name]
 
-    def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor]) -> list[np.ndarray]:
-        """Run one graph; inputs are cast to the dtypes of its spec, outputs come back as float32 arrays."""
+    def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor], keep_dtype: bool = False
+            ) -> list[np.ndarray]:
+        """Run one graph; inputs are cast to the dtypes of its spec. Outputs come back as float32 arrays, or as the
+        graph makes them with `keep_dtype` (conditioning that goes back into a graph of the same precision)."""
         spec = self.specs[name]
         prec = self.manifest.components[name].precision
         arrays = {t.name: _as_array(feed[t.name], t.numpy_dtype(prec)) for t in spec.inputs}
         problem = spec.check_shapes({k: v.shape for k, v in arrays.items()})
         if problem:
             raise EngineDirError(problem)
-        return [o.astype(np.float32, copy=False) for o in self._session(name).run(None, arrays)]
+        outputs = self._session(name).run(None, arrays)
+        return outputs if keep_dtype else [o.astype(np.float32, copy=False) for o in outputs]
+
+    def _denoiser_float(self) -> torch.dtype:
+        """The dtype of the denoiser's float inputs: conditioning is kept in it, so no step converts it again."""
+        return torch.float16 if self.manifest.components["denoiser"].precision == "fp16" else torch.float32
 
     def audio_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
         longest = self.specs["audio_encoder"].dims["samples"].max
@@ -104,37 +105,35 @@ class OnnxRuntimeBackend:
     def _encode(self, pixels: torch.Tensor) -> np.ndarray:
         return self.run("vae_encoder", {"pixels": pixels})[0]
 
-    def prepare_video(self, portrait: Portrait, motion_frames: int) -> OrtVideo:
+    def prepare_video(self, portrait: Portrait, motion_frames: int) -> VideoConditioning:
+        dt = self._denoiser_float()
         emb = portrait.face_emb.reshape(1, -1).float()
         (tokens,) = self.run("imageproj", {"face_embedding": torch.cat([torch.zeros_like(emb), emb])})
         (feature,) = self.run("face_locator", {"face_region": portrait.face_region[None]})
-        ref_latent = self._encode(portrait.pixels[None])
         tokens_t = torch.from_numpy(tokens)
-        kv = self.run("reference", {"ref_latent": ref_latent,
-                                    "ref_context": reference_context(tokens_t, motion_frames)})
-        names = [n for i in range(len(kv) // 2) for n in kv_names(i)]
-        feed = dict(zip(names, kv)) | {mask_name(k): m.float().numpy() for k, m in enumerate(portrait.masks)}
-        feed |= {"image_tokens": tokens, "face_feature": np.concatenate([np.zeros_like(feature), feature])}
-        return OrtVideo(feed, tokens_t, motion_frames)
+        kv = self.run("reference", {"ref_latent": self._encode(portrait.pixels[None]),
+                                    "ref_context": reference_context(tokens_t, motion_frames)}, keep_dtype=True)
+        kv_t = [torch.from_numpy(t).to(dt) for t in kv]
+        face = torch.from_numpy(np.concatenate([np.zeros_like(feature), feature]))
+        return VideoConditioning(tokens_t.to(dt), face.to(dt), [m.to(dt) for m in portrait.masks],
+                                 list(zip(kv_t[0::2], kv_t[1::2], strict=True)))
 
-    def prepare_clip(self, video: OrtVideo, motion_pixels: torch.Tensor, windows: torch.Tensor) -> dict:
+    def prepare_clip(self, video: VideoConditioning, motion_pixels: torch.Tensor, windows: torch.Tensor
+                     ) -> ClipConditioning:
+        dt = self._denoiser_float()
         (tokens,) = self.run("audioproj", {"windows": windows[None].float()})
-        n = video.motion_frames
+        n = motion_pixels.shape[0]
         if n:
             (motion,) = self.run("motion", {"motion_latents": self._encode(motion_pixels),
                                             "motion_context": motion_context(video.image_tokens, n)})
         else:
-            c, hm = self.cfg.unet.block_out_channels[-1], motion_pixels.shape[-1] // self.cfg.vae.downscale // 2 ** (
-                len(self.cfg.unet.block_out_channels) - 1)
-            motion = np.zeros((2, 0, c, hm, hm), np.float32)
-        return video.feed | {"audio_tokens": np.concatenate([np.zeros_like(tokens), tokens]),
-                             "motion_features": motion}
+            mid = Geometry.of(self.cfg, motion_pixels.shape[-1]).mid
+            motion = np.zeros((2, 0, self.cfg.unet.block_out_channels[-1], mid, mid), np.float32)
+        audio = torch.from_numpy(np.concatenate([np.zeros_like(tokens), tokens]))
+        return ClipConditioning(video, audio.to(dt), torch.from_numpy(motion).to(dt), reference_index(tokens.shape[1]))
 
-    def predict(self, clip: dict, latents: torch.Tensor, t: int, run: RunConfig) -> torch.Tensor:
-        feed = clip | {"sample": torch.cat([latents, latents]), "timestep": np.array([t], np.float32),
-                       "guidance_scale": np.array([run.guidance_scale], np.float32),
-                       "motion_scale": np.array(run.motion_scale, np.float32)}
-        return torch.from_numpy(self.run("denoiser", feed)[0])
+    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        return torch.from_numpy(self.run("denoiser", clip.feed() | inputs.feed())[0])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents[0].transpose(0, 1)  # c f h w -> f c h w
@@ -142,5 +141,5 @@ class OnnxRuntimeBackend:
         return torch.cat([torch.from_numpy(self.run("vae_decoder", {"latents": z[i:i + chunk]})[0])
                           for i in range(0, z.shape[0], chunk)])
 
-    def decode_split(self, latents: torch.Tensor, tail: int):
-        return decode_split(self, latents, tail)
+    def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:
+        return decoded_now(self.decode(latents), tail)

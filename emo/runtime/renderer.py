@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
 
 from ..config import RunConfig
 from ..errors import InputError
+from ..geometry import Geometry
 from ..media.audio import load_audio
 from ..media.mp4 import Mp4Writer
 from ..media.npy import NpyWriter
@@ -34,6 +35,7 @@ from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
 from ..preprocess.vocals import VocalSeparator
 from ..sampling.clip import sample
+from ..sampling.conditioning import ClipConditioning, StepSchedule
 from ..sampling.ddim import DDIM
 from ..validation import check_face_expand_ratio, check_seed
 from .backend import Backend, TorchBackend
@@ -68,9 +70,34 @@ class RenderResult:
     face_box: tuple[float, float, float, float]  # the face used, in the image's pixels (x0, y0, x1, y1)
 
 
-def _host_frames(frames_of: Callable[[], torch.Tensor], keep: int) -> np.ndarray:
-    """(f, 3, H, W) frames -> the first `keep` as float32 (keep, H, W, 3) on the host."""
-    return frames_of()[:keep].permute(0, 2, 3, 1).float().cpu().numpy()  # f c h w -> f h w c
+StageTimer = Callable[[str], ContextManager[None]]
+"""A stage name -> a context manager around that stage's work: "reference" (prepare_video), "clip"
+(prepare_clip), "step" (each denoising step), "decode" (decode_split), "frames" (waiting for a clip's host
+frames) and "consumer" (what the caller does with a yielded clip, e.g. encoding)."""
+
+
+def _untimed(stage: str) -> ContextManager[None]:
+    return nullcontext()
+
+
+def _clip_count(prepared: Prepared, run: RunConfig) -> int:
+    """Clips to render; refuses a Prepared made for other settings than `run` (clip length, frame size)."""
+    rows, size = prepared.windows.shape[0], prepared.portrait.pixels.shape[-1]
+    if size != run.size:
+        raise InputError(f"the inputs were prepared at {size}x{size} pixels, the run renders {run.size}x{run.size}; "
+                         "prepare them with the same settings")
+    if rows % run.frames or rows < prepared.frames:
+        raise InputError(f"the inputs hold {rows} frames of audio features for {prepared.frames} video frames, "
+                         f"which is not whole clips of {run.frames}; prepare them with the same settings")
+    return rows // run.frames
+
+
+def _deliver(timer: StageTimer, frames_of: Callable[[], torch.Tensor], keep: int) -> Iterator[np.ndarray]:
+    """Yield the first `keep` frames of a decoded clip as float32 (keep, H, W, 3)."""
+    with timer("frames"):
+        frames = frames_of()[:keep].numpy()
+    with timer("consumer"):
+        yield frames
 
 
 class Renderer:
@@ -78,6 +105,8 @@ class Renderer:
     ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in.
     vocal_separator: an MDX-Net ONNX model (Hallo's Kim_Vocal_2.onnx); when given, the voice is separated from
     music before the audio features are computed (the video keeps the original track)."""
+
+    timer: StageTimer | None = None  # a hook timing each stage of the clip loop (emo-bench sets it)
 
     def __init__(self, backend: Backend, face_expand_ratio: float = 1.2, crop_scale: float = 2.0,
                  face_models: str | Path | FaceModels | None = None,
@@ -163,42 +192,52 @@ class Renderer:
 
         With a pipelined backend (torch-fast on CUDA) a clip is yielded once the next clip's denoising has been
         queued on the GPU: its decode, the copy to the host and whatever the caller does with the frames (encoding)
-        overlap that denoising, at the cost of one clip of latency."""
+        overlap that denoising, at the cost of one clip of latency.
+
+        This is the one clip loop: emo-run, the Python API and emo-bench (through `timer`) all run it."""
         be, cfg = self.backend, self.cfg
         f, n = run.frames, run.motion_frames
-        clips = prepared.windows.shape[0] // f
-        latent = run.size // cfg.vae.downscale
+        clips = _clip_count(prepared, run)
+        latent = Geometry.of(cfg, run.size).latent
+        timer = self.timer or _untimed
         gen = torch.Generator().manual_seed(seed)
         scheduler = DDIM(cfg.scheduler, run.steps)
         start, done = time.perf_counter(), 0
         with self._model_turn():
-            video = be.prepare_video(prepared.portrait, n)
+            with timer("reference"):
+                video = be.prepare_video(prepared.portrait, n)
+            steps = StepSchedule(scheduler.timesteps, run, be.device, be.dtype)
             motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
             pending = None  # a pipelined backend's previous clip: (its frames when decoded, frames to keep)
             for c in range(clips):
-                clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
+                with timer("clip"):
+                    clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
                 noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen)
+
+                def predict(x: torch.Tensor, i: int, clip: ClipConditioning = clip) -> torch.Tensor:
+                    with timer("step"):
+                        return be.step(clip, steps.inputs(x, i))
 
                 def on_step(i: int, c: int = c) -> None:
                     if progress is not None:
                         progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
                                           time.perf_counter() - start))
 
-                latents = sample(lambda x, t: be.predict(clip, x, t, run), scheduler, noise.to(be.device, be.dtype),
-                                 on_step)
-                tail, frames_of = be.decode_split(latents, n)  # tail: (n, 3, H, W) float32 in [0, 1]
+                latents = sample(predict, scheduler, noise.to(be.device, be.dtype), on_step)
+                with timer("decode"):
+                    tail, frames_of = be.decode_split(latents, n)
                 if n:
                     motion = tail.to(be.device, be.dtype) * 2 - 1
                 keep = min(f, prepared.frames - done)
                 done += keep
                 if pending is not None:  # the previous clip, decoded while this one was denoised
-                    yield _host_frames(*pending)
+                    yield from _deliver(timer, *pending)
                 pending = (frames_of, keep)
                 if not be.pipelined:
-                    yield _host_frames(*pending)
+                    yield from _deliver(timer, *pending)
                     pending = None
             if pending is not None:
-                yield _host_frames(*pending)
+                yield from _deliver(timer, *pending)
 
     def render(self, image: str | Path, audio: str | Path, output: str | Path, run: RunConfig, seed: int = 0,
                frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None

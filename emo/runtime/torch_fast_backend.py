@@ -1,63 +1,67 @@
 """torch-fast: the eager model with the work the reference repeats taken out, for CUDA in fp16/bf16.
 
-- reference K/V of every denoiser self-attention layer: once per video (TorchBackend.prepare_video already does
-  this; Hallo recomputes the ReferenceNet every clip), motion features from the n motion frames only;
-- per-clip constants (face feature, masks, tokens, per-frame reference K/V, motion features, audio tokens) copied
-  once per clip into static buffers;
+- reference K/V of every denoiser self-attention layer: once per video (the two entries and a per-frame entry
+  index, never a per-frame copy), motion features from the n motion frames only;
 - the guided denoising step (both CFG halves in one batch) captured in a CUDA graph per shape and replayed for
-  every step of every clip;
+  every step of every clip and video: its inputs live in static buffers, the conditioning copied in when another
+  video or clip comes, the timestep, guidance scale and motion scale copied in before every replay, so a new
+  setting never captures again. All graphs share one memory pool and the cache holds `max_graphs` of them;
 - fused Triton kernels (emo.kernels) switched on for its calls only;
 - on CUDA, a clip's VAE decode split: the n frames the next clip needs as motion frames decoded at once, the
-  others on a side stream while the next clip is denoised (`pipelined`; the renderer then yields one clip late).
+  others on a side stream while the next clip is denoised, copied to pinned host memory there without blocking
+  (`pipelined`; the renderer yields one clip late, and waits only for that clip's copy).
 
 Without CUDA (tests) the same static-buffer path runs eagerly, so its bookkeeping is checked on any machine.
 """
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 
-from ..config import RunConfig
 from ..kernels import registry
-from ..sampling.clip import ClipConditioning, VideoConditioning, decode_frames, guided_prediction
-from .backend import TorchBackend, decode_split
+from ..sampling.clip import decode_frames, guided_step
+from ..sampling.conditioning import ClipConditioning, StepInputs
+from .backend import DecodedClip, TorchBackend, decoded_now
 from .models import Models
 
 
-def _tensors(clip: ClipConditioning) -> list[torch.Tensor]:
-    """The tensors the denoiser reads, in a fixed order."""
-    v = clip.video
-    return [v.image_tokens, v.face_feature, *v.masks, *(t for kv in clip.ref_kv for t in kv), clip.motion_feats,
-            clip.audio_tokens]
-
-
-def _clone(clip: ClipConditioning) -> ClipConditioning:
-    v = clip.video
-    video = VideoConditioning(v.image_tokens.clone(), v.face_feature.clone(), [m.clone() for m in v.masks], [])
-    return ClipConditioning(video, [(k.clone(), w.clone()) for k, w in clip.ref_kv], clip.motion_feats.clone(),
-                            clip.audio_tokens.clone())
+def _copy_into(static: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
+    for name, dst in static.items():
+        dst.copy_(new[name])
 
 
 @dataclass
-class _Step:
-    """Static buffers (and, on CUDA, the captured graph) of the guided step for one shape and setting."""
+class _StaticStep:
+    """The static buffers of the guided step for one shape (and, on CUDA, its captured graph)."""
 
-    clip: ClipConditioning  # static copies
-    latents: torch.Tensor
-    t: torch.Tensor
-    motion_scale: torch.Tensor
-    guidance: float
+    clip: ClipConditioning
+    inputs: StepInputs
     graph: "torch.cuda.CUDAGraph | None" = None
     out: torch.Tensor | None = None
-    bound: "weakref.ref | None" = None  # the clip whose tensors are in the buffers
+    bound: dict[str, "weakref.ref | None"] = field(default_factory=lambda: {"video": None, "clip": None})
 
-    def bind(self, clip: ClipConditioning) -> None:
-        if self.bound is None or self.bound() is not clip:
-            for dst, src in zip(_tensors(self.clip), _tensors(clip)):
-                dst.copy_(src)
-            self.bound = weakref.ref(clip)
+    def bind(self, clip: ClipConditioning, inputs: StepInputs) -> None:
+        """Copy in what changed since the last call: the video's conditioning when another video comes, the clip's
+        when another clip comes, the step inputs always."""
+        video = self.clip.video.feed()
+        if self.bound["video"] is None or self.bound["video"]() is not clip.video:
+            _copy_into(video, clip.video.feed())
+            self.bound["video"] = weakref.ref(clip.video)
+        if self.bound["clip"] is None or self.bound["clip"]() is not clip:
+            _copy_into({k: t for k, t in self.clip.feed().items() if k not in video}, clip.feed())
+            self.bound["clip"] = weakref.ref(clip)
+        _copy_into(self.inputs.feed(), inputs.feed())
+
+
+def _cloned(clip: ClipConditioning, inputs: StepInputs) -> _StaticStep:
+    """Static buffers holding copies of `clip` and `inputs` (and bound to them)."""
+    levels, layers = len(clip.video.masks), len(clip.video.ref_kv)
+    static = ClipConditioning.from_feed({k: t.clone() for k, t in clip.feed().items()}, levels, layers)
+    return _StaticStep(static, StepInputs(**{k: t.clone() for k, t in inputs.feed().items()}),
+                       bound={"video": weakref.ref(clip.video), "clip": weakref.ref(clip)})
 
 
 class TorchFastBackend(TorchBackend):
@@ -65,15 +69,21 @@ class TorchFastBackend(TorchBackend):
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
                  cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS,
-                 overlap_decode: bool | None = None, decode_batch: int = 8):
-        super().__init__(models, device, dtype)
+                 overlap_decode: bool | None = None, decode_batch: int = 8, max_graphs: int = 2,
+                 channels_last: bool = False):
+        super().__init__(models, device, dtype, channels_last)
         on_cuda = self.device.type == "cuda"
         if cuda_graphs and not on_cuda:
             raise ValueError("CUDA graphs need a CUDA device")
+        if max_graphs < 1:
+            raise ValueError("max_graphs must be >= 1")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
         self.decode_batch = decode_batch  # fp16 frames a VAE decode call: fewer launches, more memory
-        self._steps: dict[tuple, _Step] = {}
+        self.max_graphs = max_graphs  # shapes kept (each holds static buffers; activations share one pool)
+        self.captures = 0  # static steps built (CUDA graph captures on a GPU): one per new shape, none per setting
+        self._steps: OrderedDict[tuple, _StaticStep] = OrderedDict()  # least recently used first
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.pipelined = on_cuda if overlap_decode is None else overlap_decode
         if self.pipelined and not on_cuda:
             raise ValueError("overlapped decoding needs a CUDA device")
@@ -92,57 +102,68 @@ class TorchFastBackend(TorchBackend):
             return super().decode(latents)
 
     @torch.no_grad()
-    def decode_split(self, latents: torch.Tensor, tail: int):
+    def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:
         if not self.pipelined or not 0 < tail < latents.shape[2]:
-            return decode_split(self, latents, tail)
+            return decoded_now(self.decode(latents), tail)
         f, scale, vae = latents.shape[2], self.cfg.vae.scaling_factor, self.models.vae
         main, side = torch.cuda.current_stream(self.device), self._decode_stream
         with registry.using(self.kernels):
-            last = decode_frames(vae, latents[:, :, f - tail:], scale, self.decode_batch).float()  # needed next
+            last = decode_frames(vae, latents[:, :, f - tail:], scale, self.decode_batch)  # needed next, at once
             side.wait_stream(main)  # latents and `last` are ready for the side stream
             with torch.cuda.stream(side):
-                head = decode_frames(vae, latents[:, :, :f - tail], scale, self.decode_batch).float()
+                head = decode_frames(vae, latents[:, :, :f - tail], scale, self.decode_batch)
+                frames = torch.cat([head, last]).permute(0, 2, 3, 1).float()  # f c h w -> f h w c
+                host = torch.empty(frames.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(frames, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(side)
         latents.record_stream(side)  # not reused by the main stream's allocations before the side stream is done
         last.record_stream(side)
 
-        def frames() -> torch.Tensor:
-            with torch.cuda.stream(side):  # joins and copies on the side stream: the main one keeps denoising
-                return torch.cat([head, last]).cpu()
+        def frames_of() -> torch.Tensor:
+            copied.synchronize()  # this clip's frames only; the next clip's work stays queued
+            return host
 
-        return last, frames
+        return last, frames_of
 
-    def _call(self, step: _Step) -> torch.Tensor:
+    def _run(self, static: _StaticStep) -> torch.Tensor:
         with registry.using(self.kernels):
-            return guided_prediction(self.models.net, step.clip, step.latents, step.t, step.guidance,
-                                     step.motion_scale)
+            return guided_step(self.models.net.denoising_unet, static.clip, static.inputs)
 
     @torch.no_grad()
-    def _new_step(self, clip: ClipConditioning, latents: torch.Tensor, run: RunConfig) -> _Step:
-        step = _Step(_clone(clip), latents.clone(), torch.zeros((), dtype=torch.long, device=self.device),
-                     torch.tensor(run.motion_scale, dtype=self.dtype, device=self.device), run.guidance_scale)
-        step.bound = weakref.ref(clip)
+    def _capture(self, clip: ClipConditioning, inputs: StepInputs) -> _StaticStep:
+        static = _cloned(clip, inputs)
         if self.cuda_graphs:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm-up: kernel autotuning and allocator state before capture
-                    self._call(step)
+                    self._run(static)
             torch.cuda.current_stream(self.device).wait_stream(side)
-            step.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(step.graph):
-                step.out = self._call(step)
-        return step
+            static.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(static.graph, pool=self._pool):
+                static.out = self._run(static)
+        self.captures += 1
+        return static
+
+    @staticmethod
+    def shape_key(clip: ClipConditioning, inputs: StepInputs) -> tuple:
+        """What a captured step depends on: the sample's shape and dtype (frames, latent size) and the number of
+        motion frames; never a value (timestep, guidance scale, motion scale live in static buffers)."""
+        return tuple(inputs.sample.shape), inputs.sample.dtype, clip.motion_features.shape[1]
 
     @torch.no_grad()
-    def predict(self, clip: ClipConditioning, latents: torch.Tensor, t: int, run: RunConfig) -> torch.Tensor:
-        key = (tuple(latents.shape), clip.motion_feats.shape[1], run.guidance_scale, run.motion_scale)
-        step = self._steps.get(key)
-        if step is None:
-            step = self._steps[key] = self._new_step(clip, latents, run)
-        step.bind(clip)
-        step.latents.copy_(latents)
-        step.t.fill_(t)
-        if step.graph is None:
-            return self._call(step)
-        step.graph.replay()
-        return step.out.clone()  # the graph overwrites its output on the next replay
+    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        key = self.shape_key(clip, inputs)
+        static = self._steps.get(key)
+        if static is None:
+            while len(self._steps) >= self.max_graphs:
+                self._steps.popitem(last=False)  # the least recently used shape
+            static = self._steps[key] = self._capture(clip, inputs)
+        else:
+            self._steps.move_to_end(key)
+            static.bind(clip, inputs)
+        if static.graph is None:
+            return self._run(static)
+        static.graph.replay()
+        return static.out.clone()  # the graph overwrites its output on the next replay

@@ -4,35 +4,18 @@ This is the semantic reference for every backend: the same inputs and initial no
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..config import ModelConfig, RunConfig
+from ..geometry import Geometry
+from ..models.denoising_unet import DenoisingUNet
 from ..models.hallo import HalloNet
-from ..models.transformer import RefKV
 from ..models.vae import VAE
+from .conditioning import ClipConditioning, StepInputs, StepSchedule, VideoConditioning
 from .ddim import DDIM
-from .reference import frame_reference_kv, motion_context, motion_features, reference_context, reference_kv
-
-
-@dataclass
-class VideoConditioning:
-    """Everything constant across the clips of one video."""
-
-    image_tokens: torch.Tensor  # (2, t, c) [uncond = imageproj(0), cond = imageproj(face embedding)]
-    face_feature: torch.Tensor  # (2, c0, h, w) [zeros, face_locator(face region)]
-    masks: list[torch.Tensor]  # per level (3, r*r): full, face, lip
-    ref_kv: list[RefKV]  # per spatial transformer: (2, heads, l, d) reference entries (see reference.py)
-
-
-@dataclass
-class ClipConditioning:
-    video: VideoConditioning
-    ref_kv: list[RefKV]  # arranged per cond frame: (f, heads, l, d)
-    motion_feats: torch.Tensor  # (2, n, c, h_mid, w_mid)
-    audio_tokens: torch.Tensor  # (2, f, t, c) [zeros, audioproj(window)]
+from .reference import motion_context, motion_features, reference_context, reference_index, reference_kv
 
 
 def encode_latents(vae: VAE, pixels: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -66,24 +49,40 @@ def prepare_video(net: HalloNet, vae: VAE, cfg: ModelConfig, ref_image: torch.Te
 def prepare_clip(net: HalloNet, vae: VAE, cfg: ModelConfig, video: VideoConditioning, motion_pixels: torch.Tensor,
                  audio_tokens: torch.Tensor) -> ClipConditioning:
     """motion_pixels (n, 3, H, W) in [-1, 1]; audio_tokens (f, t, c) -> the clip's conditioning."""
-    f = audio_tokens.shape[0]
-    motion_latents = encode_latents(vae, motion_pixels, cfg.vae.scaling_factor) if motion_pixels.shape[0] else \
-        motion_pixels.new_zeros(0, cfg.vae.latent_channels, *(s // cfg.vae.downscale for s in motion_pixels.shape[-2:]))
-    n = motion_pixels.shape[0]
+    f, n = audio_tokens.shape[0], motion_pixels.shape[0]
+    if n:
+        motion_latents = encode_latents(vae, motion_pixels, cfg.vae.scaling_factor)
+    else:
+        latent = Geometry.of(cfg, motion_pixels.shape[-1]).latent
+        motion_latents = motion_pixels.new_zeros(0, cfg.vae.latent_channels, latent, latent)
     motion = motion_features(net.reference_unet, motion_latents, motion_context(video.image_tokens, n))
     audio = torch.stack([torch.zeros_like(audio_tokens), audio_tokens])
-    return ClipConditioning(video, frame_reference_kv(video.ref_kv, f), motion, audio)
+    return ClipConditioning(video, audio, motion, reference_index(f, audio_tokens.device))
+
+
+def both_halves(denoiser: DenoisingUNet, clip: ClipConditioning, sample: torch.Tensor, t: torch.Tensor,
+                motion_scale: torch.Tensor) -> torch.Tensor:
+    """The denoiser's prediction for both CFG halves of sample (2, 4, f, h, w) -> (2, 4, f, h, w)."""
+    v = clip.video
+    return denoiser(sample, t, v.image_tokens, clip.audio_tokens, v.face_feature, v.masks, v.ref_kv, clip.ref_index,
+                    clip.motion_features, motion_scale)
 
 
 def denoiser_output(net: HalloNet, clip: ClipConditioning, model_input: torch.Tensor, t: torch.Tensor,
                     motion_scale: torch.Tensor) -> torch.Tensor:
     """Both CFG halves of the denoiser's prediction for model_input (2, 4, f, h, w)."""
-    v = clip.video
-    return net.denoising_unet(model_input, t, v.image_tokens, clip.audio_tokens, v.face_feature, v.masks,
-                              clip.ref_kv, clip.motion_feats, motion_scale)
+    return both_halves(net.denoising_unet, clip, model_input, t, motion_scale)
 
 
-Predict = Callable[[torch.Tensor, int], torch.Tensor]  # (latents (1, 4, f, h, w), t) -> guided prediction
+def guided_step(denoiser: DenoisingUNet, clip: ClipConditioning, step: StepInputs) -> torch.Tensor:
+    """One guided denoising step from the denoiser IO spec's inputs -> noise_pred (1, 4, f, h, w):
+    uncond + s · (cond − uncond), both halves in one batch. Every tensor may be a static buffer that a CUDA graph
+    replays with new values."""
+    uncond, cond = both_halves(denoiser, clip, step.sample, step.timestep, step.motion_scale).chunk(2)
+    return uncond + step.guidance_scale * (cond - uncond)
+
+
+Predict = Callable[[torch.Tensor, int], torch.Tensor]  # (latents (1, 4, f, h, w), step index) -> guided prediction
 
 
 def sample(predict: Predict, scheduler: DDIM, init_noise: torch.Tensor,
@@ -91,27 +90,19 @@ def sample(predict: Predict, scheduler: DDIM, init_noise: torch.Tensor,
     """The DDIM loop every backend shares: init_noise (1, 4, f, h, w) -> final latents; on_step(i) after step i."""
     latents = init_noise * scheduler.init_noise_sigma
     for i, t in enumerate(scheduler.timesteps.tolist()):
-        latents = scheduler.step(predict(latents, t), t, latents)
+        latents = scheduler.step(predict(latents, i), t, latents)
         if on_step is not None:
             on_step(i)
     return latents
 
 
-def guided_prediction(net: HalloNet, clip: ClipConditioning, latents: torch.Tensor, t: int | torch.Tensor,
-                      guidance_scale: float, motion_scale: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance: both halves in one batch, uncond + s · (cond − uncond). `t` may be a device
-    tensor (a CUDA graph replays with new values written into it)."""
-    t_in = t if isinstance(t, torch.Tensor) else torch.tensor(t, device=latents.device)
-    uncond, cond = denoiser_output(net, clip, torch.cat([latents, latents]), t_in, motion_scale).chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
-
-
 def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor,
             on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """CFG + DDIM loop of the torch model from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w)."""
-    scale = torch.tensor(run.motion_scale, dtype=init_noise.dtype, device=init_noise.device)
-    return sample(lambda x, t: guided_prediction(net, clip, x, t, run.guidance_scale, scale),
-                  DDIM(cfg.scheduler, run.steps), init_noise, on_step)
+    scheduler = DDIM(cfg.scheduler, run.steps)
+    steps = StepSchedule(scheduler.timesteps, run, init_noise.device, init_noise.dtype)
+    return sample(lambda x, i: guided_step(net.denoising_unet, clip, steps.inputs(x, i)), scheduler, init_noise,
+                  on_step)
 
 
 @torch.no_grad()
@@ -123,7 +114,7 @@ def run_clip(net: HalloNet, vae: VAE, cfg: ModelConfig, run: RunConfig, ref_imag
     video = prepare_video(net, vae, cfg, ref_image, face_emb, face_region, masks, motion_pixels.shape[0])
     clip = prepare_clip(net, vae, cfg, video, motion_pixels, audio_tokens)
     if init_noise is None:
-        h = ref_image.shape[-1] // cfg.vae.downscale
+        h = Geometry.of(cfg, ref_image.shape[-1]).latent
         init_noise = torch.randn((1, cfg.vae.latent_channels, audio_tokens.shape[0], h, h), generator=generator,
                                  dtype=ref_image.dtype).to(ref_image.device)
     latents = denoise(net, cfg, run, clip, init_noise)

@@ -6,12 +6,14 @@ then reads, for frame j of the clip, the reference record of image ((f + j) mod 
 interleaved), and each half b reads the records of its own motion frames.
 
 The ReferenceNet is 2D, so every image in that batch is independent: here the two reference records are computed
-once per video and only the n motion frames (down and mid blocks) once per clip. The numbers are the same.
+once per video and only the n motion frames (down and mid blocks) once per clip. The numbers are the same. The two
+records' keys/values are kept once (the "entries"); each cond frame names the entry it reads (`reference_index`).
 """
 from __future__ import annotations
 
 import torch
 
+from ..geometry import Geometry
 from ..models.denoising_unet import DenoisingUNet
 from ..models.reference_unet import ReferenceUNet
 from ..models.transformer import RefKV
@@ -34,10 +36,9 @@ def reference_kv(refnet: ReferenceUNet, denoiser: DenoisingUNet, ref_latent: tor
     return denoiser.reference_kv(records)
 
 
-def frame_reference_kv(kv: list[RefKV], frames: int) -> list[RefKV]:
-    """Arrange the two reference entries per cond frame: frame j reads entry (f + j) mod 2 -> (f, heads, l, d)."""
-    idx = (frames + torch.arange(frames, device=kv[0][0].device)) % 2
-    return [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv]
+def reference_index(frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The reference entry each cond frame of a clip reads: frame j reads entry (f + j) mod 2 -> (f,) int64."""
+    return (frames + torch.arange(frames, device=device)) % 2
 
 
 def motion_context(tokens: torch.Tensor, motion_frames: int) -> torch.Tensor:
@@ -54,7 +55,7 @@ def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, context
     n = motion_latents.shape[0]
     cfg = refnet.cfg
     c = cfg.block_out_channels[-1]
-    hm = motion_latents.shape[-1] // 2 ** (len(cfg.block_out_channels) - 1)
+    hm = Geometry.of_latent(cfg, motion_latents.shape[-1]).mid
     if n == 0:
         return motion_latents.new_zeros(2, 0, c, hm, hm)
     rec = refnet(motion_latents.repeat(2, 1, 1, 1), context, up_to_mid=True)[mid_record_index(cfg)]
