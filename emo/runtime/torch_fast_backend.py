@@ -113,7 +113,7 @@ class TorchFastBackend(TorchBackend):
             side.wait_stream(main)  # latents and `last` are ready for the side stream
             with torch.cuda.stream(side):
                 head = decode_frames(vae, latents[:, :, :f - tail], scale, self.decode_batch)
-                frames = torch.cat([head, last]).permute(0, 2, 3, 1).float()  # f c h w -> f h w c
+                frames = torch.cat([head, last]).permute(0, 2, 3, 1).float().contiguous()  # f c h w -> f h w c
                 host = torch.empty(frames.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(frames, non_blocking=True)
                 copied = torch.cuda.Event()
