@@ -1,17 +1,100 @@
 #!/usr/bin/env bash
-# Everything the fast path needs a GPU to show, in one command: the kernel and torch-fast tests on CUDA, then
-# emo-bench at real size (hallo-sd15, random weights, 512², 16 frames, 2 motion frames, 40 steps, CFG 3.5, fp16)
-# with a torch.profiler table. Results land in bench/results/ (and in $OUT when set).
-# Needs: torch with CUDA, triton, PyAV (pip wheels in .wheels/ are installed first when present).
+# The GPU check in one command, installing nothing: it runs this tree through PYTHONPATH with the machine's
+# python3 (and its torch, triton), unpacks the wheels found in .wheels/ (PyAV; see the README) into a temporary
+# folder put on PYTHONPATH, and runs each stage under its own time limit, writing the stage's full log (and its
+# JSON) into the results folder as the stage ends, so a stage cut short loses nothing that came before it.
+#
+#   env        nvidia-smi, python3 and package versions, which dependencies import
+#   tests      every cuda-marked test (TF32 off), then the kernel tests on the GPU
+#   bench      emo-bench at real size: hallo-sd15 random weights, 512², 16 frames, 2 motion frames, 40 steps,
+#              CFG 3.5, fp16; torch vs torch-fast through the renderer's loop, with a torch.profiler table
+#   attention  the two-source attention at real size under each SDPA back end and the Triton kernel
+#   memory     the meta-device memory estimate of a render
+#
+# Usage:  bench/gpu_session.sh [RESULTS_DIR]       (or EMO_RESULTS=DIR; default bench/results/<date>-gpu-session)
+#         EMO_WHEELS=DIR: where the wheels are (default .wheels)
+#         EMO_GPU_DRY_RUN=1 bench/gpu_session.sh DIR   the same stages on the CPU at the tiny preset, with
+#         limits 4x as long (a shared CPU is slow); the tests run it so that this script cannot rot.
+# The stage limits add up to 510 s (+5 s grace each): under 9 minutes on one H100, whatever happens.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-results=${OUT:-bench/results}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+results=${1:-${EMO_RESULTS:-bench/results/$(date +%Y-%m-%d)-gpu-session}}
 mkdir -p "$results"
-if compgen -G ".wheels/*.whl" > /dev/null; then pip install -q --no-deps .wheels/*.whl; fi
-pip install -q --no-deps -e . || exit 1
-name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '_')
-stamp=$(date +%Y-%m-%d)
-nvidia-smi > "$results/$stamp-$name-nvidia-smi.txt" 2>&1
-python -m pytest tests/test_kernels.py tests/test_torch_fast.py -q -rs 2>&1 | tail -30 \
-    | tee "$results/$stamp-$name-pytest-cuda.txt"
-emo-bench --profile 3 --out "$results/$stamp-$name-bench.json" "$@" 2>&1 | tail -20
+results=$(cd "$results" && pwd)
+dry=${EMO_GPU_DRY_RUN:-0}
+scale=$([ "$dry" = 1 ] && echo 4 || echo 1)
+wheels=${EMO_WHEELS:-.wheels}
+site=$(mktemp -d)
+trap 'rm -rf "$site"' EXIT
+export PYTHONPATH="$repo:$site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+summary="$results/stages.tsv"
+printf 'stage\tstatus\tseconds\n' > "$summary"
+
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it, log everything to NAME.log, record how it ended
+    local name=$1 limit=$(($2 * scale))
+    shift 2
+    local start=$SECONDS rc status
+    echo "== $name (limit ${limit}s): $*" | tee "$results/$name.log"
+    timeout -k 5 "$limit" "$@" >> "$results/$name.log" 2>&1
+    rc=$?
+    case $rc in 0) status=ok ;; 124|137) status=timeout ;; *) status="failed($rc)" ;; esac
+    printf '%s\t%s\t%s\n' "$name" "$status" $((SECONDS - start)) >> "$summary"
+    echo "== $name: $status in $((SECONDS - start))s" | tee -a "$results/$name.log"
+}
+
+for wheel in "$wheels"/*.whl; do  # wheels are zip files: unpacked, they import like installed ones
+    [ -e "$wheel" ] && python3 -m zipfile -e "$wheel" "$site"
+done
+export EMO_WHEEL_SITE=$site
+
+env_check() {
+    if [ "$dry" = 1 ]; then echo "dry run: no nvidia-smi"; else nvidia-smi; fi
+    python3 - <<'EOF'
+import importlib, json, os, platform, sys
+from pathlib import Path
+site = Path(os.environ["EMO_WHEEL_SITE"])  # what the wheels brought, by top-level module
+brought = sorted({p.stem for p in site.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()})
+mods = ["torch", "triton", "numpy", "av", "safetensors", "transformers", "PIL", "cv2", "onnxruntime", "emo"]
+mods += [m for m in brought if m not in mods]
+found = {}
+for m in mods:
+    try:
+        found[m] = getattr(importlib.import_module(m), "__version__", "present")
+    except Exception as e:  # report every missing dependency, not just the first
+        found[m] = f"MISSING: {type(e).__name__}: {e}"
+import torch
+info = {"python": sys.version.split()[0], "platform": platform.platform(), "modules": found, "from_wheels": brought,
+        "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+print(json.dumps(info, indent=2))
+sys.exit(1 if any(str(v).startswith("MISSING") for v in found.values()) else 0)
+EOF
+}
+export -f env_check
+export dry
+
+if [ "$dry" = 1 ]; then
+    tests_cuda=(python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests)
+    tests_kernels=(python3 -m pytest -q -p no:cacheprovider --collect-only tests/test_kernels.py)
+    bench=(python3 -m emo.cli.bench --device cpu --preset tiny --size 64 --frames 4 --steps 1 --clips 1
+           --warmup 0 --out "$results/bench.json")
+    attention=(python3 bench/attention_backends.py --device cpu --tiny --iters 1 --out "$results/attention.json")
+    memory=(python3 bench/memory_estimate.py --preset tiny --dtype fp32 --out "$results/memory.json")
+else
+    tests_cuda=(python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests)
+    tests_kernels=(python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py)
+    bench=(python3 -m emo.cli.bench --clips 2 --warmup 1 --profile 2 --out "$results/bench.json")
+    attention=(python3 bench/attention_backends.py --out "$results/attention.json")
+    memory=(python3 bench/memory_estimate.py --out "$results/memory.json")
+fi
+
+stage env 30 bash -c env_check
+stage tests-cuda 130 "${tests_cuda[@]}"
+stage tests-kernels 90 "${tests_kernels[@]}"
+stage bench 200 "${bench[@]}"
+stage attention 40 "${attention[@]}"
+stage memory 20 "${memory[@]}"
+cat "$summary"
+! grep -qv -e '^stage' -e $'\tok\t' "$summary"

@@ -109,3 +109,20 @@ def test_memory_is_flat_in_audio_length(tmp_path):
         assert result["rc"] == 0, out.stderr
         peaks[seconds] = result["maxrss_kb"] / 1024
     assert peaks[60] - peaks[10] < 64, peaks  # MiB: six times the audio, no more than a small margin
+
+
+def test_stream_refuses_inputs_prepared_for_other_settings(renderer, inputs):
+    """A Prepared made for one clip length or size cannot be rendered with another (it would drop frames or
+    fail deep in the model): one clear error instead."""
+    import dataclasses
+
+    from emo.errors import InputError
+
+    prepared = renderer.prepare(*inputs, RUN)  # 11 frames padded to 3 clips of 4
+    with pytest.raises(InputError, match="not whole clips of 5"):
+        next(renderer.stream(prepared, dataclasses.replace(RUN, frames=5)))
+    with pytest.raises(InputError, match="prepared at 64x64 pixels, the run renders 128x128"):
+        next(renderer.stream(prepared, dataclasses.replace(RUN, size=128)))
+    short = dataclasses.replace(prepared, windows=prepared.windows[:8])  # features for fewer frames than the video
+    with pytest.raises(InputError, match="8 frames of audio features for 11 video frames"):
+        next(renderer.stream(short, RUN))

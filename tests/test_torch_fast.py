@@ -160,7 +160,6 @@ def _cuda_frames(backend, media, run=RUN):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", CUDA_DTYPES)
 def test_cuda_graph_fast_path_within_the_low_precision_noise(media, dtype):
     """torch-fast (graphs, kernels, overlapped decode) and eager, both in `dtype`, against eager fp32 (TF32 off):
@@ -176,7 +175,6 @@ def test_cuda_graph_fast_path_within_the_low_precision_noise(media, dtype):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graphs_replay_new_settings_without_capturing(media):
     backend = TorchFastBackend(demo_models(), "cuda", "fp16")
     eager = TorchBackend(demo_models(), "cuda", "fp16")
@@ -189,7 +187,6 @@ def test_cuda_graphs_replay_new_settings_without_capturing(media):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_overlapped_decode_matches_synchronous_decode(media):
     sync = Renderer(TorchFastBackend(demo_models(), "cuda", "fp16", overlap_decode=False))
     overlapped = Renderer(TorchFastBackend(demo_models(), "cuda", "fp16", overlap_decode=True))
@@ -197,7 +194,6 @@ def test_overlapped_decode_matches_synchronous_decode(media):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("fast", [False, True])
 def test_a_step_never_waits_for_the_host(media, fast):
     """No host sync inside a denoising step (eager and torch-fast): CUDA's sync debug mode raises on any."""

@@ -66,10 +66,11 @@ def _cloned(clip: ClipConditioning, inputs: StepInputs) -> _StaticStep:
 
 class TorchFastBackend(TorchBackend):
     name = "torch-fast"
+    decode_batch = 8  # fp16 frames a VAE decode call: fewer launches, more memory
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
                  cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS,
-                 overlap_decode: bool | None = None, decode_batch: int = 8, max_graphs: int = 2,
+                 overlap_decode: bool | None = None, decode_batch: int | None = None, max_graphs: int = 2,
                  channels_last: bool = False):
         super().__init__(models, device, dtype, channels_last)
         on_cuda = self.device.type == "cuda"
@@ -79,7 +80,7 @@ class TorchFastBackend(TorchBackend):
             raise ValueError("max_graphs must be >= 1")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
-        self.decode_batch = decode_batch  # fp16 frames a VAE decode call: fewer launches, more memory
+        self.decode_batch = decode_batch or self.decode_batch
         self.max_graphs = max_graphs  # shapes kept (each holds static buffers; activations share one pool)
         self.captures = 0  # static steps built (CUDA graph captures on a GPU): one per new shape, none per setting
         self._steps: OrderedDict[tuple, _StaticStep] = OrderedDict()  # least recently used first
@@ -112,7 +113,7 @@ class TorchFastBackend(TorchBackend):
             side.wait_stream(main)  # latents and `last` are ready for the side stream
             with torch.cuda.stream(side):
                 head = decode_frames(vae, latents[:, :, :f - tail], scale, self.decode_batch)
-                frames = torch.cat([head, last]).permute(0, 2, 3, 1).float()  # f c h w -> f h w c
+                frames = torch.cat([head, last]).permute(0, 2, 3, 1).float().contiguous()  # f c h w -> f h w c
                 host = torch.empty(frames.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(frames, non_blocking=True)
                 copied = torch.cuda.Event()
