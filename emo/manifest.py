@@ -92,6 +92,14 @@ def file_sha256(*paths: Path) -> str:
 MAKER = {"onnx": "emo-export", "tensorrt": "emo-build-engine"}
 
 
+def manifest_format(directory: str | Path) -> str | None:
+    """"onnx" or "tensorrt" for an engine dir, None when there is no readable manifest (for backend choice)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_manifest(directory: str | Path, expect_format: str, components: tuple[str, ...] = ()) -> Manifest:
     """Load and check an engine dir's manifest: version, config hash, IO specs, and that the files are there."""
     directory = Path(directory)

@@ -70,3 +70,19 @@ def parse_sm(text: str) -> int:
         return int(major) * 10 + int(minor) if dot else int(t)
     except ValueError:
         raise InputError(f"not a compute capability: {text!r} (write sm_86, sm_89, ...)") from None
+
+
+def collecting_logger(trt: ModuleType, errors: list[str], echo: bool = False):
+    """A TensorRT logger that keeps error messages (for one-line reports) and drops the rest unless `echo`."""
+
+    class Collecting(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg: str) -> None:
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                errors.append(msg)
+            elif echo and severity == trt.ILogger.WARNING:
+                print(f"TensorRT: {msg}")
+
+    return Collecting()

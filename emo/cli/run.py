@@ -25,9 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true",
                      help="tiny random model (or, with --engine-dir, its export) and demo settings; built-in image "
                           "and voice unless IMAGE and AUDIO are given")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime"],
-                   help="auto: onnxruntime when --engine-dir is given, torch-fast on a CUDA GPU, else torch")
-    p.add_argument("--engine-dir", metavar="DIR", help="graphs made by emo-export (for --backend onnxruntime)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime", "tensorrt"],
+                   help="auto: with --engine-dir, tensorrt for emo-build-engine plans (on a GPU) or onnxruntime "
+                        "for emo-export graphs; else torch-fast on a CUDA GPU, else torch")
+    p.add_argument("--engine-dir", metavar="DIR",
+                   help="graphs made by emo-export (onnxruntime) or plans made by emo-build-engine (tensorrt)")
     p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {RUN_PRESETS['tiny'].steps})")
     p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
     p.add_argument("--fps", type=int, default=d.fps)
@@ -63,6 +65,7 @@ def _vocal_model(args: argparse.Namespace) -> str | None:
 
 
 def _renderer(args: argparse.Namespace):
+    from ..manifest import manifest_format
     from ..preprocess.face_models import default_face_models
     from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
@@ -72,7 +75,9 @@ def _renderer(args: argparse.Namespace):
     backend = args.backend
     if backend == "auto":
         gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        backend = "onnxruntime" if args.engine_dir else "torch-fast" if gpu else "torch"
+        backend = "torch-fast" if gpu else "torch"
+        if args.engine_dir:
+            backend = "tensorrt" if manifest_format(args.engine_dir) == "tensorrt" else "onnxruntime"
     faces = args.face_models or (default_face_models(args.models) if args.models else None)
     pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=faces, vocal_separator=_vocal_model(args))
     if backend == "onnxruntime":
@@ -85,8 +90,16 @@ def _renderer(args: argparse.Namespace):
         if args.dtype not in (None, exported):
             raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
         return renderer
+    if backend == "tensorrt":
+        from ..runtime.tensorrt_backend import TensorRTBackend
+
+        if not args.engine_dir:
+            raise InputError("--backend tensorrt needs --engine-dir DIR (make one with emo-build-engine)")
+        if args.models:
+            raise InputError("the tensorrt backend reads its weights from --engine-dir; drop --models")
+        return Renderer(TensorRTBackend(args.engine_dir, "cuda" if args.device == "auto" else args.device), **pre)
     if args.engine_dir:
-        raise InputError("--engine-dir is for the onnxruntime backend")
+        raise InputError("--engine-dir is for the onnxruntime and tensorrt backends")
     if not (args.models or args.demo):
         raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
     if backend == "torch-fast":

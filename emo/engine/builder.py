@@ -12,6 +12,7 @@ from types import ModuleType
 
 from ..errors import InputError
 from ..io_spec import ComponentSpec
+from ..trt_flavours import collecting_logger
 from .precision import Typing
 from .profiles import Profile
 
@@ -30,22 +31,6 @@ class BuildOptions:
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "(no message)")
-
-
-def collecting_logger(trt: ModuleType, errors: list[str], echo: bool = False):
-    """A TensorRT logger that keeps error messages (for one-line reports) and drops the rest unless `echo`."""
-
-    class Collecting(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg: str) -> None:
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                errors.append(msg)
-            elif echo and severity == trt.ILogger.WARNING:
-                print(f"TensorRT: {msg}")
-
-    return Collecting()
 
 
 def parse_graph(trt: ModuleType, builder, logger_errors: list[str], component: str, path: Path,

@@ -130,7 +130,6 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     manifest = _start_manifest(out_dir, source, settings.precision or source.precision, engine,
                                tool_versions("onnx") | {flavour.name: trt.__version__})
-    out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
     for name in components:  # check everything a build needs before the first (slow) build starts
         entry, spec = source.components[name], specs[name]
@@ -143,6 +142,7 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
         except ValueError as e:
             raise InputError(str(e)) from None
         jobs.append((name, entry, spec, graph, typing, profiles))
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name, entry, spec, graph, typing, profiles in jobs:
         source_files = [graph] + ([export_dir / entry.data_file] if entry.data_file else [])
         plan = out_dir / f"{name}.plan"
