@@ -134,23 +134,23 @@ def test_binding_plan_matches_the_io_spec(engine_dir, component):
 
 def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, tmp_path):
     out = tmp_path / "plans"
-    parts = "audio_encoder,face_locator,vae_decoder"
+    parts = "imageproj,face_locator,vae_decoder"
     rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", parts, "--opt-point", "8,2,192",
                    *FAST)
     assert rc == 0, err
     d, _ = open_engine_dir(out, components=tuple(parts.split(",")))
-    assert len(d.plans["audio_encoder"]) == 1  # depends on no opt-point dimension: one profile
+    assert len(d.plans["imageproj"]) == 1  # depends on no opt-point dimension: one profile
     default, extra = d.plans["face_locator"]
     assert (default.point, extra.point) == ((4, 2, 128), (8, 2, 192))
     assert extra.opt_shapes() == {"face_region": (1, 3, 192, 192)}
     assert select_profile(d.plans["face_locator"], {"face_region": (1, 3, 192, 192)}) == 1
     assert select_profile(d.plans["face_locator"], {"face_region": (1, 3, 128, 128)}) == 0
     assert select_profile(d.plans["vae_decoder"], {"latents": (4, 4, 24, 24)}) == 1
-    # the same extra profile again: added to the directory, not rebuilt from scratch
-    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "imageproj", "--opt-point",
+    # built the same way again: added to the directory, not rebuilt from scratch
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "audioproj", "--opt-point",
                    "8,2,192", *FAST)
     assert rc == 0, err
-    assert set(read_manifest(out, "tensorrt").components) == {*parts.split(","), "imageproj"}
+    assert set(read_manifest(out, "tensorrt").components) == {*parts.split(","), "audioproj"}
 
 
 # --- refusals: the engine dir checks run before any GPU is needed ---
@@ -258,6 +258,35 @@ def test_valid_dir_still_needs_a_gpu(engine_dir, tmp_path):
         pytest.skip("a GPU is present: test_engine_gpu.py runs the plans")
     rc, err = _cli(run_main, "--demo", "--engine-dir", str(engine_dir), "-o", str(tmp_path / "x.mp4"))
     assert rc == 2 and "the tensorrt backend needs a CUDA GPU" in _one_line(err, "emo-run")  # auto picked it
+
+
+# --- refit ---
+
+def test_refit_refusals(export_dir, engine_dir, tmp_path):
+    """Refit needs refittable plans of the same model (and then a GPU: TensorRT refits a deserialized engine)."""
+    from emo.config import ModelConfig
+
+    rc, err = _cli(build_main, str(export_dir), "--out", str(engine_dir), "--refit")
+    assert rc == 2 and "was built without --refittable" in _one_line(err, "emo-build-engine")
+    out = tmp_path / "refittable"
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "imageproj", "--refittable", *FAST)
+    assert rc == 0, err  # TensorRT for RTX takes the REFIT flag
+    assert read_manifest(out, "tensorrt").engine["refittable"]
+    other = tmp_path / "other"  # an export of another model config (its scheduler differs, not the graphs)
+    other.mkdir()
+    (other / "imageproj.onnx").write_bytes((export_dir / "imageproj.onnx").read_bytes())
+    raw = json.loads((export_dir / "manifest.json").read_text())
+    raw["model_config"]["scheduler"]["beta_end"] = 0.02
+    raw["config_hash"] = ModelConfig.from_dict(raw["model_config"]).config_hash()
+    raw["components"] = {"imageproj": raw["components"]["imageproj"]}
+    (other / "manifest.json").write_text(json.dumps(raw))
+    rc, err = _cli(build_main, str(other), "--out", str(out), "--refit")
+    assert rc == 2 and "of another model config" in _one_line(err, "emo-build-engine")
+    import torch
+
+    if not torch.cuda.is_available():
+        rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--refit")
+        assert rc == 2 and "needs a CUDA GPU" in _one_line(err, "emo-build-engine")
 
 
 # --- build failures: one line naming component, node and op ---

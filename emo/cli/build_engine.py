@@ -30,9 +30,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="builder optimisation level (0: fastest build; default 3)")
     p.add_argument("--opt-point", action="append", default=[], metavar="FRAMES,MOTION,SIZE",
                    help="add an optimisation profile tuned for this clip length, motion frames and size "
-                        "(repeatable; default: the export's opt point)")
+                        "(repeatable; the export's own opt point is always profile 0)")
     p.add_argument("--refittable", action="store_true",
                    help="build refittable plans (new weights of the same model need no rebuild)")
+    p.add_argument("--refit", action="store_true",
+                   help="instead of building: write EXPORT_DIR's weights into the refittable plans of --out "
+                        "(same model config; needs a GPU the plans target)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="TensorRT warnings; tracebacks on errors")
     return p
@@ -50,9 +53,15 @@ def _point(text: str) -> tuple[int, int, int]:
 
 def _run(args: argparse.Namespace) -> int:
     from ..engine.engine_dir import EngineSettings, build_engine_dir
+    from ..engine.refit import refit_engine_dir
     from ..errors import InputError
     from ..trt_flavours import parse_sm
 
+    say = (lambda *a, **k: None) if args.quiet else print
+    if args.refit:
+        m = refit_engine_dir(args.export_dir, args.out, lambda name: say(f"{name:14s} refitted", flush=True))
+        say(f"{PROG}: refitted {len(m.components)} plan(s) in {args.out} with the weights of {args.export_dir}")
+        return 0
     components = tuple(c.strip() for c in args.components.split(",") if c.strip())
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown or not components:
@@ -65,7 +74,6 @@ def _run(args: argparse.Namespace) -> int:
         targets=tuple(parse_sm(t) for t in args.target.split(",") if t.strip()) if args.target else (),
         points=tuple(_point(p) for p in args.opt_point), optimization_level=args.opt_level,
         workspace_gib=args.workspace, refittable=args.refittable)
-    say = (lambda *a: None) if args.quiet else print
 
     def done(b) -> None:
         say(f"{b.name:14s} {b.bytes / 2**20:9.1f} MiB {b.seconds:7.1f} s  peak RSS {b.peak_rss_mib / 1024:5.1f} GiB"

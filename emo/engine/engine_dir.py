@@ -99,9 +99,11 @@ def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dic
         old = read_manifest(out_dir, "tensorrt")
     except EngineDirError:
         return fresh
-    same = lambda m: (m.config_hash, m.weights_hash, m.precision, m.ranges,  # noqa: E731
-                      {k: v for k, v in (m.engine or {}).items() if k != "built_at"})
-    if same(old) == same(fresh):
+    def how(m: Manifest) -> tuple:
+        return (m.config_hash, m.weights_hash, m.precision, m.ranges,
+                {k: v for k, v in (m.engine or {}).items() if k != "built_at"})
+
+    if how(old) == how(fresh):
         fresh.components = old.components
     return fresh
 
@@ -121,7 +123,7 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     options_targets, targets, gpu = build_targets(flavour, settings.targets)
     cfg, ranges = source.model(), source.shape_ranges()
     specs = component_specs(cfg, ranges)
-    points = list(settings.points) or [default_point(ranges)]
+    points = [default_point(ranges)] + [p for p in settings.points if p != default_point(ranges)]
     options = BuildOptions(options_targets, settings.optimization_level, settings.workspace_gib, settings.refittable)
     engine = {"flavour": flavour.name, "version": trt.__version__, "targets": [sm_name(c) for c in targets],
               "gpu": gpu, "optimization_level": settings.optimization_level, "refittable": settings.refittable,
