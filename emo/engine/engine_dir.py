@@ -65,6 +65,12 @@ def _build_in_child(module: str, component: str, out_dir: Path, **job) -> dict:
     return value
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_targets(flavour: Flavour, requested: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], str | None]:
     """-> (compute capabilities to give the builder, the ones the engine runs on, the build GPU's name)."""
     if flavour.aot_targets:
@@ -77,7 +83,7 @@ def build_targets(flavour: Flavour, requested: tuple[int, ...]) -> tuple[tuple[i
         return chosen, chosen, None
     import torch
 
-    if not torch.cuda.is_available():
+    if not _cuda_available():
         raise InputError(f"{flavour.name} builds on the GPU it targets and no CUDA GPU is visible here "
                          f"(for RTX GPUs, build ahead of time with --flavour tensorrt-rtx)")
     major, minor = torch.cuda.get_device_capability()
@@ -121,6 +127,9 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     flavour = resolve_flavour(settings.flavour)
     trt = import_flavour(flavour)
     options_targets, targets, gpu = build_targets(flavour, settings.targets)
+    if settings.refittable and flavour.aot_targets and gpu is None and not _cuda_available():
+        raise InputError(f"{flavour.name} compiles refittable plans with the GPU's JIT (its CUDA check fails "
+                         f"here): build --refittable on a machine with a GPU, or without --refittable")
     cfg, ranges = source.model(), source.shape_ranges()
     specs = component_specs(cfg, ranges)
     points = [default_point(ranges)] + [p for p in settings.points if p != default_point(ranges)]
