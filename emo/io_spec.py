@@ -54,6 +54,7 @@ class TensorSpec:
     name: str
     shape: tuple[int | str, ...]  # int: fixed; str: a dimension name
     dtype: str = FLOAT  # FLOAT, "float32" or "int64"
+    value_of: str | None = None  # a shape input: this int64 tensor holds the value of that dimension
 
     def resolve(self, values: dict[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else values[d] for d in self.shape)
@@ -185,7 +186,8 @@ def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, Componen
 
     specs = [
         spec("audio_encoder",
-             [TensorSpec("waveform", (1, "samples"), "float32"), TensorSpec("num_frames", (1,), "int64")],
+             [TensorSpec("waveform", (1, "samples"), "float32"),
+              TensorSpec("num_frames", (1,), "int64", value_of="audio_frames")],
              [TensorSpec("audio_features", ("audio_frames", w.num_hidden_layers, w.hidden_size), "float32")],
              fp32_only=True),
         spec("audioproj", [TensorSpec("windows", (1, "frames", a.seq_len, a.blocks, a.channels))],

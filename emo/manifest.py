@@ -5,6 +5,7 @@ model config and refuses a directory that does not match (format version, config
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,12 @@ class GraphEntry:
     precision: str  # the graph's own precision ("fp32" for fp32-only components)
     spec: dict  # ComponentSpec.to_dict()
     export_seconds: float = 0.0
+    # engine dirs (emo-build-engine) only:
+    sha256: str | None = None  # of the plan file: a damaged plan is refused before TensorRT reads it
+    source_sha256: str | None = None  # of the ONNX graph (+ its data file) the plan was built from
+    profiles: list[dict] | None = None  # optimisation profiles: {"point", "shapes", "values"}, in engine order
+    network_io: list[dict] | None = None  # the parsed network's inputs and outputs, as TensorRT saw them
+    build: dict | None = None  # seconds, peak RSS
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Manifest:
     components: dict[str, GraphEntry] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    engine: dict | None = None  # engine dirs: flavour, version, targets, typing, flags, source export
 
     def model(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model_config)
@@ -71,6 +79,27 @@ def tool_versions(*packages: str) -> dict[str, str]:
     return out
 
 
+def file_sha256(*paths: Path) -> str:
+    """Content hash of one or more files (a graph and its data file), streamed."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+MAKER = {"onnx": "emo-export", "tensorrt": "emo-build-engine"}
+
+
+def manifest_format(directory: str | Path) -> str | None:
+    """"onnx" or "tensorrt" for an engine dir, None when there is no readable manifest (for backend choice)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_manifest(directory: str | Path, expect_format: str, components: tuple[str, ...] = ()) -> Manifest:
     """Load and check an engine dir's manifest: version, config hash, IO specs, and that the files are there."""
     directory = Path(directory)
@@ -78,7 +107,7 @@ def read_manifest(directory: str | Path, expect_format: str, components: tuple[s
     if not directory.is_dir():
         raise EngineDirError(f"engine directory not found: {directory}")
     if not path.is_file():
-        raise EngineDirError(f"{directory} has no {MANIFEST_FILE} (make one with emo-export)")
+        raise EngineDirError(f"{directory} has no {MANIFEST_FILE} (make one with {MAKER.get(expect_format)})")
     try:
         raw = json.loads(path.read_text())
         version = raw.get("format_version")
@@ -100,7 +129,8 @@ def read_manifest(directory: str | Path, expect_format: str, components: tuple[s
     specs = component_specs(cfg, ranges)
     missing = [c for c in components if c not in m.components]
     if missing:
-        raise EngineDirError(f"{directory} lacks the component(s) {', '.join(missing)} (export them with emo-export)")
+        raise EngineDirError(f"{directory} lacks the component(s) {', '.join(missing)} "
+                             f"(make them with {MAKER.get(m.format)})")
     for name, entry in m.components.items():
         if name not in specs:
             raise EngineDirError(f"{path}: unknown component {name!r}")

@@ -28,9 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true",
                      help="tiny random model (or, with --engine-dir, its export) and demo settings; built-in image "
                           "and voice unless IMAGE and AUDIO are given")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime"],
-                   help="auto: onnxruntime when --engine-dir is given, torch-fast on a CUDA GPU, else torch")
-    p.add_argument("--engine-dir", metavar="DIR", help="graphs made by emo-export (for --backend onnxruntime)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime", "tensorrt"],
+                   help="auto: with --engine-dir, tensorrt for emo-build-engine plans (on a GPU) or onnxruntime "
+                        "for emo-export graphs; else torch-fast on a CUDA GPU, else torch")
+    p.add_argument("--engine-dir", metavar="DIR",
+                   help="graphs made by emo-export (onnxruntime) or plans made by emo-build-engine (tensorrt)")
     p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {demo.steps})")
     p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
     p.add_argument("--fps", type=int, default=d.fps)
@@ -70,12 +72,14 @@ FAST_DTYPES = (None, "fp16", "bf16")  # torch-fast runs half precision only
 
 
 def _backend(args: argparse.Namespace) -> str:
-    """auto: onnxruntime with --engine-dir; torch-fast on a CUDA GPU when the dtype is half precision (or not
+    """auto: with --engine-dir, tensorrt for emo-build-engine plans or onnxruntime for emo-export graphs; torch-fast on a CUDA GPU when the dtype is half precision (or not
     given); eager torch otherwise."""
     if args.backend != "auto":
         return args.backend
     if args.engine_dir:
-        return "onnxruntime"
+        from ..manifest import manifest_format
+
+        return "tensorrt" if manifest_format(args.engine_dir) == "tensorrt" else "onnxruntime"
     import torch
 
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
@@ -119,8 +123,16 @@ def _renderer(args: argparse.Namespace, backend: str):
         if args.dtype not in (None, exported):
             raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
         return renderer
+    if backend == "tensorrt":
+        from ..runtime.tensorrt_backend import TensorRTBackend
+
+        if not args.engine_dir:
+            raise InputError("--backend tensorrt needs --engine-dir DIR (make one with emo-build-engine)")
+        if args.models:
+            raise InputError("the tensorrt backend reads its weights from --engine-dir; drop --models")
+        return Renderer(TensorRTBackend(args.engine_dir, "cuda" if args.device == "auto" else args.device), **pre)
     if args.engine_dir:
-        raise InputError("--engine-dir is for the onnxruntime backend")
+        raise InputError("--engine-dir is for the onnxruntime and tensorrt backends")
     if not (args.models or args.demo):
         raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
     if backend == "torch-fast":

@@ -17,8 +17,8 @@ def example_inputs(spec: ComponentSpec, values: dict[str, int], precision: str =
     for t in spec.inputs:
         shape = t.resolve(values)
         dtype = _TORCH_DTYPES[t.numpy_dtype(prec)]
-        if t.name == "num_frames":
-            x = torch.full(shape, values["audio_frames"], dtype=torch.int64)
+        if t.value_of is not None:
+            x = torch.full(shape, values[t.value_of], dtype=torch.int64)
         elif t.name == "timestep":
             x = torch.full(shape, 500.0)
         elif t.name == "guidance_scale":

@@ -1,0 +1,94 @@
+"""emo-build-engine: TensorRT engines (one plan per component) from an emo-export directory."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..io_spec import COMPONENTS
+from .common import run_main
+
+PROG = "emo-build-engine"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="graphs made by emo-export")
+    p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
+    p.add_argument("--flavour", default="auto", choices=["auto", "tensorrt", "tensorrt-rtx"],
+                   help="classic TensorRT (builds on the target GPU) or TensorRT for RTX (builds ahead of time, "
+                        "no GPU needed); auto: the one installed, classic first")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "fp8"],
+                   help="default: the export's (strongly typed); fp16/bf16 of an fp32 export: classic TensorRT's "
+                        "builder flags; int8/fp8: graphs with Q/DQ nodes")
+    p.add_argument("--target", metavar="SM,...",
+                   help="compute capabilities to build for (tensorrt-rtx: default sm_80,sm_86,sm_89,sm_120,sm_121; "
+                        "tensorrt: the GPU it runs on)")
+    p.add_argument("--components", default=",".join(COMPONENTS),
+                   help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
+    p.add_argument("--workspace", type=float, metavar="GiB", help="cap on the builder's scratch memory")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
+                   help="builder optimisation level (0: fastest build; default 3)")
+    p.add_argument("--opt-point", action="append", default=[], metavar="FRAMES,MOTION,SIZE",
+                   help="add an optimisation profile tuned for this clip length, motion frames and size "
+                        "(repeatable; the export's own opt point is always profile 0)")
+    p.add_argument("--refittable", action="store_true",
+                   help="build refittable plans (new weights of the same model need no rebuild)")
+    p.add_argument("--refit", action="store_true",
+                   help="instead of building: write EXPORT_DIR's weights into the refittable plans of --out "
+                        "(same model config; needs a GPU the plans target)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="TensorRT warnings; tracebacks on errors")
+    return p
+
+
+def _point(text: str) -> tuple[int, int, int]:
+    from ..errors import InputError
+
+    try:
+        f, n, size = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--opt-point wants FRAMES,MOTION,SIZE (e.g. 16,2,512), not {text!r}") from None
+    return f, n, size
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..engine.engine_dir import EngineSettings, build_engine_dir
+    from ..engine.refit import refit_engine_dir
+    from ..errors import InputError
+    from ..trt_flavours import parse_sm
+
+    say = (lambda *a, **k: None) if args.quiet else print
+    if args.refit:
+        m = refit_engine_dir(args.export_dir, args.out, lambda name: say(f"{name:14s} refitted", flush=True))
+        say(f"{PROG}: refitted {len(m.components)} plan(s) in {args.out} with the weights of {args.export_dir}")
+        return 0
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(COMPONENTS)}")
+    if args.workspace is not None and args.workspace <= 0:
+        raise InputError("--workspace must be > 0 GiB")
+    settings = EngineSettings(
+        flavour=args.flavour, precision=args.precision,
+        targets=tuple(parse_sm(t) for t in args.target.split(",") if t.strip()) if args.target else (),
+        points=tuple(_point(p) for p in args.opt_point), optimization_level=args.opt_level,
+        workspace_gib=args.workspace, refittable=args.refittable)
+
+    def done(b) -> None:
+        say(f"{b.name:14s} {b.bytes / 2**20:9.1f} MiB {b.seconds:7.1f} s  peak RSS {b.peak_rss_mib / 1024:5.1f} GiB"
+            f"  {b.file}", flush=True)
+
+    m = build_engine_dir(args.export_dir, args.out, settings, components, done, echo=args.verbose)
+    e = m.engine
+    say(f"{PROG}: wrote {len(components)} plan(s) and manifest.json to {args.out} ({e['flavour']} {e['version']}, "
+        f"{m.precision}, {', '.join(e['targets'])})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, _run, _parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

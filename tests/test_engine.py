@@ -1,0 +1,381 @@
+"""emo-build-engine with TensorRT for RTX, ahead of time on the CPU: every component of the tiny model built once
+per test run, the manifest, the runtime's binding plan against the IO spec, each refusal of an engine dir, one-line
+build failures, and the runtime's import hygiene. Running the plans needs a GPU: see test_engine_gpu.py."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from emo.cli.build_engine import main as build_main
+from emo.cli.run import main as run_main
+from emo.engine.precision import network_typing
+from emo.errors import InputError
+from emo.export.exporter import export_models
+from emo.io_spec import COMPONENTS, component_specs
+from emo.manifest import EngineDirError, file_sha256, read_manifest
+from emo.runtime.models import demo_models
+from emo.runtime.tensorrt_engine_dir import TRT_DTYPES, check_target, open_engine_dir, select_profile
+
+trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX is not installed "
+                                                          "(pip install 'emo-runtime[tensorrt-rtx]')")
+pytest.importorskip("onnx")
+
+# CI builds for one target at builder optimisation level 0 (fastest build, fewest tactics); the plans are the
+# same kind as a default build, only less tuned.
+FAST = ["--opt-level", "0", "--target", "sm_89", "--quiet"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(main, *args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        rc = main(list(args))
+    return rc, err.getvalue()
+
+
+def _one_line(err: str, prog: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("export") / "fp32"
+    export_models(demo_models(), d, "fp32")
+    return d
+
+
+@pytest.fixture(scope="session")
+def engine_dir(export_dir, tmp_path_factory) -> Path:
+    """Every component of the tiny model, through the command line, once per run."""
+    out = tmp_path_factory.mktemp("engine") / "plans"
+    start = time.perf_counter()
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), *FAST)
+    assert rc == 0, err
+    print(f"\nbuilt {len(COMPONENTS)} plans in {time.perf_counter() - start:.0f} s")
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    """A copy of an engine dir: plans hard-linked (never modified in place: tests write new files)."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".plan":
+            os.link(f, dst / f.name)
+        else:
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _edit_manifest(d: Path, edit) -> None:
+    raw = json.loads((d / "manifest.json").read_text())
+    edit(raw)
+    (d / "manifest.json").write_text(json.dumps(raw))
+
+
+def test_every_component_built_and_described(engine_dir, export_dir):
+    m = read_manifest(engine_dir, "tensorrt", COMPONENTS)
+    source = read_manifest(export_dir, "onnx")
+    assert m.engine["flavour"] == "tensorrt-rtx" and m.engine["version"] == trt.__version__
+    assert m.engine["targets"] == ["sm_89"] and m.engine["gpu"] is None and m.engine["optimization_level"] == 0
+    assert (m.precision, m.config_hash, m.weights_hash, m.ranges) == \
+        (source.precision, source.config_hash, source.weights_hash, source.ranges)
+    for name in COMPONENTS:
+        e, s = m.components[name], source.components[name]
+        plan = engine_dir / e.file
+        assert e.file == f"{name}.plan" and plan.stat().st_size == e.bytes > 100_000
+        assert e.sha256 == file_sha256(plan)
+        assert e.source_sha256 == file_sha256(export_dir / s.file)
+        assert e.spec == s.spec and e.precision == "fp32"
+        assert e.build["strongly_typed"] and e.build["seconds"] > 0 and e.build["peak_rss_mib"] > 0
+        assert [t["name"] for t in e.network_io] == [t["name"] for t in (*s.spec["inputs"], *s.spec["outputs"])]
+    assert not list(engine_dir.glob(".*")), "temporary files left behind"
+
+
+def test_shape_input_gets_profile_values(engine_dir):
+    """num_frames is a shape tensor of the audio encoder: its profile carries values, the audio_frames range."""
+    m = read_manifest(engine_dir, "tensorrt")
+    e = m.components["audio_encoder"]
+    assert [t["name"] for t in e.network_io if t["shape_input"]] == ["num_frames"]
+    d = component_specs(m.model(), m.shape_ranges())["audio_encoder"].dims["audio_frames"]
+    assert e.profiles[0]["values"]["num_frames"] == [[d.min], [d.opt], [d.max]]
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_binding_plan_matches_the_io_spec(engine_dir, component):
+    d, _ = open_engine_dir(engine_dir)
+    spec = d.specs[component]
+    (profile,) = d.plans[component]
+    names = [t.name for t in (*spec.inputs, *spec.outputs)]
+    assert [b.name for b in profile.bindings] == names
+    assert [b.mode for b in profile.bindings] == ["input"] * len(spec.inputs) + ["output"] * len(spec.outputs)
+    for b, t in zip(profile.bindings, (*spec.inputs, *spec.outputs)):
+        assert b.dtype == t.numpy_dtype("fp32") and b.shape == t.shape
+        assert b.host == (t.name == "num_frames")
+    # the default profile is the IO spec's own min / opt / max
+    assert {b.name: b.shapes for b in profile.bindings if b.mode == "input"} == spec.profile()
+    # and TensorRT's parsed network agrees on every dtype and fixed dimension
+    io = {t["name"]: t for t in d.manifest.components[component].network_io}
+    for b in profile.bindings:
+        assert TRT_DTYPES[io[b.name]["dtype"]] == b.dtype
+        assert all(g == s or (isinstance(s, str) and g == -1) for g, s in zip(io[b.name]["shape"], b.shape))
+
+
+def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, tmp_path):
+    out = tmp_path / "plans"
+    parts = "imageproj,face_locator,vae_decoder"
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", parts, "--opt-point", "8,2,192",
+                   *FAST)
+    assert rc == 0, err
+    d, _ = open_engine_dir(out, components=tuple(parts.split(",")))
+    assert len(d.plans["imageproj"]) == 1  # depends on no opt-point dimension: one profile
+    default, extra = d.plans["face_locator"]
+    assert (default.point, extra.point) == ((4, 2, 128), (8, 2, 192))
+    assert extra.opt_shapes() == {"face_region": (1, 3, 192, 192)}
+    assert select_profile(d.plans["face_locator"], {"face_region": (1, 3, 192, 192)}) == 1
+    assert select_profile(d.plans["face_locator"], {"face_region": (1, 3, 128, 128)}) == 0
+    assert select_profile(d.plans["vae_decoder"], {"latents": (4, 4, 24, 24)}) == 1
+    # built the same way again: added to the directory, not rebuilt from scratch
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "audioproj", "--opt-point",
+                   "8,2,192", *FAST)
+    assert rc == 0, err
+    assert set(read_manifest(out, "tensorrt").components) == {*parts.split(","), "audioproj"}
+
+
+# --- refusals: the engine dir checks run before any GPU is needed ---
+
+def _refused(d: Path, match: str) -> None:
+    with pytest.raises(EngineDirError, match=re.escape(match)):
+        open_engine_dir(d)
+    rc, err = _cli(run_main, "--demo", "--backend", "tensorrt", "--engine-dir", str(d), "-o", str(d / "x.mp4"))
+    assert rc == 2 and match in _one_line(err, "emo-run"), err
+    assert not (d / "x.mp4").exists()
+
+
+def test_refuses_a_missing_plan(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    (d / "denoiser.plan").unlink()
+    _refused(d, "denoiser.plan is missing")
+
+
+def test_refuses_a_truncated_plan(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    data = (engine_dir / "reference.plan").read_bytes()
+    (d / "reference.plan").unlink()
+    (d / "reference.plan").write_bytes(data[: len(data) // 2])
+    _refused(d, "reference.plan is damaged")
+
+
+def test_refuses_a_damaged_plan(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    data = bytearray((engine_dir / "vae_decoder.plan").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "vae_decoder.plan").unlink()
+    (d / "vae_decoder.plan").write_bytes(bytes(data))
+    _refused(d, "vae_decoder.plan is damaged: its SHA-256")
+
+
+def test_refuses_a_foreign_plan_through_the_engine_validity_check(engine_dir, tmp_path):
+    """A file whose hash the manifest vouches for but that is no TensorRT-RTX plan: the runtime's own
+    engine-validity check rejects its header."""
+    d = _copy(engine_dir, tmp_path / "d")
+    junk = os.urandom(4096)
+    (d / "imageproj.plan").unlink()
+    (d / "imageproj.plan").write_bytes(junk)
+
+    def vouch(raw):
+        raw["components"]["imageproj"] |= {"bytes": len(junk), "sha256": file_sha256(d / "imageproj.plan")}
+
+    _edit_manifest(d, vouch)
+    _refused(d, "imageproj.plan is not a usable tensorrt_rtx_bindings plan (malformed_engine)")
+
+
+def test_refuses_another_tensorrt_version(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    _edit_manifest(d, lambda raw: raw["engine"].update(version="1.6.0.0"))
+    _refused(d, f"built with tensorrt-rtx 1.6.0.0, this runtime has {trt.__version__}")
+
+
+def test_refuses_another_flavour(engine_dir, tmp_path):
+    """Plans of classic TensorRT, which is not installed here (CI): refused with how to install it."""
+    d = _copy(engine_dir, tmp_path / "d")
+    _edit_manifest(d, lambda raw: raw["engine"].update(flavour="tensorrt", version="10.13.0"))
+    if "tensorrt" in sys.modules or __import__("importlib").util.find_spec("tensorrt"):
+        pytest.skip("classic TensorRT is installed here")
+    _refused(d, "holds tensorrt 10.13.0 engines; tensorrt is not installed")
+
+
+def test_refuses_an_export_dir_and_unknown_makers(export_dir, engine_dir, tmp_path):
+    with pytest.raises(EngineDirError, match="holds onnx graphs, this backend runs tensorrt"):
+        open_engine_dir(export_dir)
+    d = _copy(engine_dir, tmp_path / "d")
+    _edit_manifest(d, lambda raw: raw.update(engine=None))
+    _refused(d, "was not built by emo-build-engine")
+
+
+def test_refuses_another_model_config(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    _edit_manifest(d, lambda raw: raw["model_config"]["unet"].update(heads=4))
+    _refused(d, "model config does not match its hash")
+    d = _copy(engine_dir, tmp_path / "e")
+    _edit_manifest(d, lambda raw: raw["components"]["motion"]["spec"]["dims"]["motion"].update(max=99))
+    _refused(d, "the IO spec of motion differs")
+
+
+def test_refuses_a_network_that_is_not_the_io_spec(engine_dir, tmp_path):
+    d = _copy(engine_dir, tmp_path / "d")
+    _edit_manifest(d, lambda raw: raw["components"]["audioproj"]["network_io"][0].update(dtype="half"))
+    _refused(d, "audioproj: the plan's windows is half")
+    d = _copy(engine_dir, tmp_path / "e")
+    _edit_manifest(d, lambda raw: raw["components"]["face_locator"]["profiles"][0]["shapes"]["face_region"][2]
+                   .__setitem__(2, 4096))
+    _refused(d, "profile 0 is outside the IO spec")
+
+
+def test_refuses_another_gpu_architecture(engine_dir):
+    """The GPU check itself (the backend calls it with the GPU's compute capability)."""
+    m = read_manifest(engine_dir, "tensorrt")
+    check_target(m, engine_dir, 89)
+    with pytest.raises(EngineDirError, match="holds engines for sm_89; NVIDIA H100 is sm_90"):
+        check_target(m, engine_dir, 90, "NVIDIA H100")
+
+
+def test_valid_dir_still_needs_a_gpu(engine_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: test_engine_gpu.py runs the plans")
+    rc, err = _cli(run_main, "--demo", "--engine-dir", str(engine_dir), "-o", str(tmp_path / "x.mp4"))
+    assert rc == 2 and "the tensorrt backend needs a CUDA GPU" in _one_line(err, "emo-run")  # auto picked it
+
+
+# --- refit ---
+
+def test_refit_refusals(export_dir, engine_dir, tmp_path):
+    """Refit needs refittable plans of the same model (and then a GPU: TensorRT refits a deserialized engine)."""
+    import torch
+
+    from emo.config import ModelConfig
+
+    rc, err = _cli(build_main, str(export_dir), "--out", str(engine_dir), "--refit")
+    assert rc == 2 and "was built without --refittable" in _one_line(err, "emo-build-engine")
+    out = tmp_path / "refittable"
+    rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "imageproj", "--refittable", *FAST)
+    if not torch.cuda.is_available():  # without a GPU, TensorRT for RTX fails in its JIT (seen): refused up front
+        assert rc == 2 and "compiles refittable plans with the GPU's JIT" in _one_line(err, "emo-build-engine")
+        out = _copy(engine_dir, tmp_path / "marked")  # refit's own checks, on a manifest that says refittable
+        _edit_manifest(out, lambda raw: raw["engine"].update(refittable=True))
+    else:
+        assert rc == 0, err
+    assert read_manifest(out, "tensorrt").engine["refittable"]
+    other = tmp_path / "other"  # an export of another model config (its scheduler differs, not the graphs)
+    other.mkdir()
+    (other / "imageproj.onnx").write_bytes((export_dir / "imageproj.onnx").read_bytes())
+    raw = json.loads((export_dir / "manifest.json").read_text())
+    raw["model_config"]["scheduler"]["beta_end"] = 0.02
+    raw["config_hash"] = ModelConfig.from_dict(raw["model_config"]).config_hash()
+    raw["components"] = {"imageproj": raw["components"]["imageproj"]}
+    (other / "manifest.json").write_text(json.dumps(raw))
+    rc, err = _cli(build_main, str(other), "--out", str(out), "--refit")
+    assert rc == 2 and "of another model config" in _one_line(err, "emo-build-engine")
+    if not torch.cuda.is_available():
+        rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--refit")
+        assert rc == 2 and "needs a CUDA GPU" in _one_line(err, "emo-build-engine")
+
+
+# --- build failures: one line naming component, node and op ---
+
+def test_unparsable_graph_fails_in_one_line(export_dir, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    src = tmp_path / "export"
+    src.mkdir()
+    for f in export_dir.iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    spec = component_specs(demo_models().cfg, read_manifest(src, "onnx").shape_ranges())["imageproj"]
+    node = helper.make_node("Mystery", ["face_embedding"], ["image_tokens"], name="strange_node",
+                            domain="com.example")
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("face_embedding", TensorProto.FLOAT, ["batch", 512])],
+                              [helper.make_tensor_value_info("image_tokens", TensorProto.FLOAT, ["batch", 4, 64])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.example", 1)]),
+              str(src / "imageproj.onnx"))
+    assert spec.inputs[0].name == "face_embedding"
+    out = tmp_path / "plans"
+    rc, err = _cli(build_main, str(src), "--out", str(out), "--components", "imageproj", *FAST)
+    line = _one_line(err, "emo-build-engine")
+    assert rc == 2 and "imageproj: TensorRT cannot import node strange_node (op Mystery)" in line, line
+    assert not out.exists() or not list(out.glob("*.plan"))
+
+
+def test_builder_error_fails_in_one_line(export_dir, tmp_path):
+    """TensorRT for RTX has no fp32 GEMM for Turing: the builder's own error, as one line."""
+    rc, err = _cli(build_main, str(export_dir), "--out", str(tmp_path / "p"), "--components", "vae_decoder",
+                   "--opt-level", "0", "--target", "sm_75")
+    line = _one_line(err, "emo-build-engine")
+    assert rc == 2 and "vae_decoder: TensorRT could not build the engine:" in line and "SM75" in line, line
+    assert not list((tmp_path / "p").glob("*"))  # no plan, no temporary file, no manifest
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--precision", "fp16"], "imageproj: this TensorRT builds strongly typed networks only (no FP16 builder flag)"),
+    (["--precision", "int8"], "imageproj: --precision int8 needs a graph with int8 Q/DQ nodes"),
+    (["--target", "sm_90"], "tensorrt-rtx cannot build for sm_90"),
+    (["--flavour", "tensorrt"], "tensorrt is not installed"),
+    (["--opt-point", "99,2,128"], "frames 99 is outside the export's range"),
+    (["--components", "imageproj,nope"], "unknown component(s) nope"),
+])
+def test_bad_build_options_fail_in_one_line(export_dir, tmp_path, args, match):
+    if args[:2] == ["--flavour", "tensorrt"] and __import__("importlib").util.find_spec("tensorrt"):
+        pytest.skip("classic TensorRT is installed here")
+    rc, err = _cli(build_main, str(export_dir), "--out", str(tmp_path / "p"), "--components", "imageproj",
+                   *FAST, *args)
+    assert rc == 2 and match in _one_line(err, "emo-build-engine")
+    assert not (tmp_path / "p").exists()
+
+
+def test_typing_is_decided_by_the_modules_builder_flags():
+    """The same decision for both flavours, driven by what the module offers: classic TensorRT 10 has FP16/BF16
+    builder flags (weakly typed build of an fp32 graph), TensorRT for RTX has none."""
+    classic_like = SimpleNamespace(BuilderFlag=SimpleNamespace(FP16=1, BF16=2))
+    t = network_typing(classic_like, "denoiser", "fp32", "fp16", {})
+    assert (t.strongly_typed, t.flags, t.precision) == (False, ("FP16",), "fp16")
+    assert network_typing(trt, "denoiser", "fp16", None, {}).strongly_typed
+    assert network_typing(trt, "denoiser", "fp16", "fp8", {"fp8": 12}).precision == "fp8"
+    with pytest.raises(InputError, match="strongly typed networks only"):
+        network_typing(trt, "denoiser", "fp32", "bf16", {})
+    with pytest.raises(InputError, match="needs a fp32 export"):
+        network_typing(trt, "denoiser", "fp16", "fp32", {})
+
+
+# --- import hygiene ---
+
+def test_runtime_never_imports_the_builder_or_the_exporter():
+    bad = []
+    for path in (ROOT / "emo" / "runtime").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level:
+                if node.module.split(".")[0] in ("engine", "export") and node.level == 2:
+                    bad.append(f"{path.name}: from {'.' * node.level}{node.module}")
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("emo.engine", "emo.export")):
+                bad.append(f"{path.name}: from {node.module}")
+    assert not bad, bad
+    code = ("import sys, emo.runtime.renderer, emo.runtime.tensorrt_backend, emo.runtime.tensorrt_engine_dir, "
+            "emo.runtime.onnxruntime_backend, emo.cli.run; "
+            "print(sorted(m for m in sys.modules if m.startswith(('emo.engine', 'emo.export'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
