@@ -45,6 +45,7 @@ class Manifest:
     components: dict[str, GraphEntry] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    quantization: dict = field(default_factory=dict)  # int8 / fp8 exports: policy, calibration, accuracy gate
 
     def model(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model_config)
