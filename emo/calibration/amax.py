@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .qdq import onnx_module
 from .record import Feed
 
 PROBE = 32  # tensors in the first run, which measures their size to choose how many fit the budget
@@ -19,9 +20,9 @@ PROBE = 32  # tensors in the first run, which measures their size to choose how 
 
 def _session(model, directory: Path, threads: int):
     """An ORT session on `model`; a graph whose weights live in a side file is saved next to it first."""
-    import onnx
     import onnxruntime as ort
 
+    onnx = onnx_module()
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -36,8 +37,7 @@ def _session(model, directory: Path, threads: int):
 def activation_amax(graph: Path, tensors: list[str], feeds: list[Feed], budget_bytes: int = 2 << 30,
                     threads: int = 0) -> dict[str, float]:
     """max |x| over all feeds for every named tensor of the graph at `graph` (float tensors)."""
-    import onnx
-
+    onnx = onnx_module()
     amax = {t: 0.0 for t in tensors}
     inputs = [t for t in tensors if t in feeds[0]]
     for t in inputs:

@@ -22,7 +22,7 @@ from .amax import activation_amax
 from .gate import DEFAULT_MIN_PSNR_DB, component_error, frame_error, gate_record
 from .media_set import MediaPair, check_disjoint, set_hash
 from .policy import FORMATS, QuantPolicy
-from .qdq import quant_targets, quantize_graph
+from .qdq import onnx_module, quant_targets, quantize_graph
 from .record import RecordingBackend, render_pairs
 
 CALIBRATION_FILE = "calibration.json"
@@ -62,8 +62,7 @@ def _copy_graph(entry: GraphEntry, src: Path, dst: Path) -> None:
 def _calibrate(fp32_dir: Path, staging: Path, fp32: Manifest, fmt: str, policy: QuantPolicy,
                feeds: dict[str, list], settings: CalibrationSettings, say: Callable[[str], None]) -> dict:
     """Q/DQ graphs of the policy's components and copies of the others into staging -> calibration record."""
-    import onnx
-
+    onnx = onnx_module()
     record = {}
     for name, entry in fp32.components.items():
         if name not in policy.components:
@@ -136,9 +135,10 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, fmt: str, policy:
         say(f"gate: rendering {len(held_out)} held-out input(s) with the fp32 and the {fmt} graphs")
         reference = RecordingBackend(fp32_dir, policy.components, settings.threads)
         ref_frames = render_pairs(reference, held_out, run, seed)
+        held_feeds, reference = reference.feeds, None  # its sessions go: real-size graphs are large
         got_frames = render_pairs(OnnxRuntimeBackend(staging, "cpu", settings.threads), held_out, run, seed)
         errors = {name: component_error(fp32_dir / fp32.components[name].file, staging / manifest.components[name].file,
-                                        reference.feeds[name], settings.threads)
+                                        held_feeds[name], settings.threads)
                   for name in policy.components}
         gate = gate_record(frame_error(ref_frames, got_frames), errors, settings.min_psnr_db,
                            settings.accept_accuracy_loss)

@@ -27,6 +27,15 @@ _REDUCE_AXES_INPUT_18 = frozenset("ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumEx
 MAX_INLINE_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
 
 
+def onnx_module():
+    """The onnx package, or an error naming the extra that installs it."""
+    try:
+        import onnx
+    except ImportError:
+        raise RuntimeError("emo-calibrate needs onnx: pip install 'emo-runtime[calibrate]'") from None
+    return onnx
+
+
 @dataclass(frozen=True)
 class QuantTarget:
     node: str
@@ -62,8 +71,7 @@ def quant_targets(model, policy: QuantPolicy) -> list[QuantTarget]:
 
 def _encode(x: np.ndarray, fmt: str) -> tuple[int, bytes]:
     """Values already divided by their scale -> (ONNX data type, raw bytes) of the 8-bit tensor."""
-    import onnx
-
+    onnx = onnx_module()
     q = QMAX[fmt]
     if fmt == "int8":
         return onnx.TensorProto.INT8, np.clip(np.rint(x), -q, q).astype(np.int8).tobytes()  # rint: half to even
@@ -106,9 +114,8 @@ def quantize_graph(src: Path, dst: Path, amax: dict[str, float], policy: QuantPo
     """Write the Q/DQ version of the fp32 graph `src` to `dst` (weights over 2 GB in `dst.name + '.data'`).
 
     `amax` holds the calibrated max |x| of every target's activation. Returns the number of quantized layers."""
-    import onnx
-    from onnx import helper, numpy_helper
-
+    onnx = onnx_module()
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
     if fmt not in QMAX:
         raise ValueError(f"format must be one of {', '.join(QMAX)} (got {fmt!r})")
     model = onnx.load(str(src))
