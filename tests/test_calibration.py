@@ -149,7 +149,8 @@ def test_graphs_are_8_bit_and_clean(request, fmt, qtype, opset):
     inits = {t.name: t for t in onnx.load(str(fp32)).graph.initializer}
     weights = sum(int(np.prod(inits[w].dims)) for w in {t.weight for t in quant_targets(onnx.load(str(fp32)),
                                                                                            POLICIES["default"])})
-    assert fp32.stat().st_size - (d / "denoiser.onnx").stat().st_size > 2.9 * weights  # 1 byte a weight, not 4
+    # 1 byte a weight instead of 4, less the scales and the Q/DQ nodes (a tenth at this tiny size)
+    assert fp32.stat().st_size - (d / "denoiser.onnx").stat().st_size > 2.5 * weights
 
 
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
