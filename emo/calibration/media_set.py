@@ -50,7 +50,7 @@ CALIBRATION_VARIATIONS = (
     Variation("demo"),
     Variation("mirror-bright", mirror=True, brightness=1.15, start=1.0, pitch=1.08),
     Variation("dark-contrast", brightness=0.85, contrast=1.2, rotate=3.0, start=2.0, pitch=0.93, snr_db=30.0),
-    Variation("muted-colour", colour=0.6, rotate=-3.0, start=0.5, snr_db=35.0),
+    Variation("muted-colour", colour=0.6, rotate=-3.0, start=1.2, snr_db=35.0),
 )
 HELD_OUT_VARIATIONS = (
     Variation("held-out-a", mirror=True, contrast=0.9, colour=1.3, rotate=-5.0, start=1.5, pitch=1.04, snr_db=25.0),
