@@ -53,6 +53,7 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     engine: dict | None = None  # engine dirs: flavour, version, targets, typing, flags, source export
+    quantization: dict = field(default_factory=dict)  # int8 / fp8 exports: policy, calibration, accuracy gate
 
     def model(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model_config)

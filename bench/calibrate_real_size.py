@@ -1,0 +1,88 @@
+"""INT8 and FP8 on the real-size denoiser (random hallo-sd15 weights) on the CPU: one guided step's error vs fp32
+through ONNX Runtime, and the graph sizes.
+
+Starts from an fp32 export of every component (`emo-export --random hallo-sd15 --out FP32_DIR`). The denoiser
+feeds are recorded while that export renders one calibration input and one held-out input (the same recorder
+emo-calibrate uses); activation ranges come from the calibration feeds only, once, and serve both formats;
+errors are measured on the held-out feeds. Heavy (about 13 GB): run under the shared lock.
+
+    python bench/calibrate_real_size.py FP32_DIR OUT_DIR [--size 256 --frames 4 --steps 2] [--json RESULT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from emo.calibration.amax import activation_amax
+from emo.calibration.gate import component_error
+from emo.calibration.media_set import CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, generated_pairs
+from emo.calibration.policy import POLICIES
+from emo.calibration.qdq import onnx_module, quant_targets, quantize_graph
+from emo.calibration.record import RecordingBackend, render_pairs
+from emo.config import RunConfig
+
+POLICY = POLICIES["default"].with_components(("denoiser",))
+
+
+def _mib(*paths: Path) -> float:
+    return round(sum(p.stat().st_size for p in paths if p.is_file()) / 2**20, 1)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("fp32_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    run = RunConfig(frames=args.frames, motion_frames=2, steps=args.steps, size=args.size)
+    seconds = args.frames / run.fps
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"run": asdict(run), "timings_s": {}}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        result["timings_s"][name] = round(time.perf_counter() - clock, 1)
+        print(f"{name}: {result['timings_s'][name]} s", flush=True)
+        clock = time.perf_counter()
+
+    feeds = {}
+    for name, variations in (("calibration", CALIBRATION_VARIATIONS[:1]), ("held_out", HELD_OUT_VARIATIONS[:1])):
+        rec = RecordingBackend(args.fp32_dir, ["denoiser"])
+        render_pairs(rec, generated_pairs(variations, out / "media" / name, seconds), run, seed=0)
+        feeds[name] = rec.feeds["denoiser"]
+        del rec
+        lap(f"record {name}")
+    src = args.fp32_dir / "denoiser.onnx"
+    targets = quant_targets(onnx_module().load(str(src), load_external_data=False), POLICY)
+    amax = activation_amax(src, sorted({t.activation for t in targets}), feeds["calibration"])
+    lap("amax")
+    result["layers_quantized"] = len(targets)
+    result["sizes_mib"] = {"fp32": _mib(src, src.with_name(src.name + ".data"))}
+    for fmt in ("int8", "fp8"):
+        dst = out / f"denoiser-{fmt}.onnx"
+        quantize_graph(src, dst, amax, POLICY, fmt)
+        result["sizes_mib"][fmt] = _mib(dst, dst.with_name(dst.name + ".data"))
+        lap(f"quantize {fmt}")
+        result[fmt] = asdict(component_error(src, dst, feeds["held_out"]))
+        lap(f"error {fmt}")
+        print(fmt, json.dumps(result[fmt]), flush=True)
+    shutil.rmtree(out / "media", ignore_errors=True)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

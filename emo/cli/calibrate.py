@@ -1,0 +1,104 @@
+"""emo-calibrate: an INT8 or FP8 export (Q/DQ ONNX graphs + manifest) calibrated on real renders, with an
+accuracy gate against fp32 on held-out inputs."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from ..config import RUN_PRESETS, RunConfig
+from .common import add_model_source, load_models, run_main
+
+PROG = "emo-calibrate"
+GATE_FAILED = 3  # exit status when the accuracy gate stops the build
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..calibration.gate import DEFAULT_MIN_PSNR_DB
+    from ..calibration.policy import FORMATS, POLICIES
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    add_model_source(p)
+    p.add_argument("--precision", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output export directory (replaced if it "
+                                                                       "holds an export)")
+    p.add_argument("--calibration", metavar="DIR", help="folder of image + audio pairs with the same name "
+                                                        "(default: the demo portrait and voice and variations)")
+    p.add_argument("--accept-accuracy-loss", action="store_true", help="write the export even below the gate")
+    p.add_argument("--min-psnr", type=float, default=DEFAULT_MIN_PSNR_DB, metavar="DB",
+                   help="the gate: PSNR of held-out frames vs fp32 (default %(default)s)")
+    p.add_argument("--policy", default="default", choices=sorted(POLICIES),
+                   help="what is quantized (default: the UNets without time embedding, first/last conv, audio path)")
+    p.add_argument("--keep", action="append", default=[], metavar="GLOB",
+                   help="also keep ONNX nodes matching GLOB in high precision (repeatable)")
+    p.add_argument("--components", help="comma-separated graphs to quantize (default: the policy's)")
+    p.add_argument("--seconds", type=float, default=1.0, help="voice length rendered per input (default 1.0)")
+    p.add_argument("--steps", type=int, help="denoising steps of the calibration renders (default: the preset's)")
+    p.add_argument("--size", type=int, help="frame side of the calibration renders (default: the preset's)")
+    p.add_argument("--frames-per-clip", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def _run_config(args: argparse.Namespace, model_name: str) -> RunConfig:
+    preset = RUN_PRESETS.get(model_name, RUN_PRESETS["hallo-sd15"])
+    run = RunConfig(frames=args.frames_per_clip or preset.frames, motion_frames=preset.motion_frames,
+                    steps=args.steps or preset.steps, size=args.size or preset.size)
+    run.validate()
+    return run
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..calibration.build import CalibrationSettings, GateFailed, check_out_dir, quantize_export
+    from ..calibration.media_set import (CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, folder_pairs,
+                                         generated_pairs)
+    from ..calibration.policy import POLICIES
+    from ..errors import InputError
+    from ..export.exporter import export_models
+
+    say = (lambda s: None) if args.quiet else print
+    out = Path(args.out)
+    check_out_dir(out)
+    if args.seconds <= 0:
+        raise InputError("--seconds must be > 0")
+    policy = POLICIES[args.policy].with_keep(tuple(args.keep))
+    if args.components:
+        policy = policy.with_components(tuple(c.strip() for c in args.components.split(",") if c.strip()))
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None,
+                                     prefix=f".{out.name}.work-") as tmp:
+        work = Path(tmp)
+        if args.calibration:
+            calibration = folder_pairs(Path(args.calibration), work / "calibration", args.seconds)
+        else:
+            calibration = generated_pairs(CALIBRATION_VARIATIONS, work / "calibration", args.seconds)
+        held_out = generated_pairs(HELD_OUT_VARIATIONS, work / "held_out", args.seconds)
+        models = load_models(args)
+        run = _run_config(args, models.cfg.name)
+        say(f"exporting the fp32 graphs of {models.cfg.name}")
+        export_models(models, work / "fp32", "fp32")
+        del models
+        settings = CalibrationSettings(run, args.seed, args.min_psnr, args.accept_accuracy_loss,
+                                       extra={"seconds": args.seconds})
+        try:
+            m = quantize_export(work / "fp32", out, args.precision, policy, calibration, held_out, settings, say)
+        except GateFailed as e:
+            print(f"{PROG}: accuracy gate: {e}", file=sys.stderr)
+            return GATE_FAILED
+    gate = m.quantization["gate"]
+    say(f"{PROG}: wrote {args.precision} export to {out}: held-out frames {gate['frames']['psnr_db']:.1f} dB PSNR "
+        f"vs fp32 (gate {gate['min_psnr_db']:g} dB{', accepted below it' if gate['accepted_loss'] else ''})")
+    for name, e in gate["components"].items():
+        say(f"  {name:10s} max |err| {e['max_abs']:.3g} (output up to {e['max_ref']:.3g}), mean {e['mean_abs']:.3g},"
+            f" cosine {e['cosine']:.5f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, _run, _parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
