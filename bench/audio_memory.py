@@ -63,7 +63,7 @@ def _encoder():
 def child(seconds: float) -> dict:
     import torch
 
-    from emo.preprocess.audio_features import compute_audio_features, frame_windows
+    from emo.preprocess.audio_features import FrameWindows, compute_audio_features
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     enc = _encoder()
@@ -72,8 +72,7 @@ def child(seconds: float) -> dict:
     _reset_peak()
     start = time.perf_counter()
     feats, frames = compute_audio_features(enc, wav, FPS, CLIP, RATE)
-    windows = frame_windows(feats)
-    windows[:CLIP]  # the first clip's windows, as the renderer reads them
+    FrameWindows(feats)[:CLIP]  # the first clip's windows, as the renderer reads them
     elapsed = time.perf_counter() - start
     peak = _status("VmHWM")
     return {"seconds": seconds, "frames": frames, "peak_growth_mib": (peak - base) / 2**20,

@@ -15,7 +15,7 @@ import torch
 
 from emo.config import TINY, Wav2VecConfig
 from emo.models.init import randomize_
-from emo.preprocess.audio_features import AudioEncoder, FrameWindows, normalize_waveform, window_features
+from emo.preprocess.audio_features import AudioEncoder, normalize_waveform, window_features
 
 SMALL_TRANSFORMER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
@@ -35,6 +35,8 @@ def test_chunked_features_equal_the_whole_sequence(norm):
 
 
 def test_frame_windows_equal_window_features():
+    from emo.preprocess.audio_features import FrameWindows
+
     feats = torch.randn(11, 3, 4)
     windows = FrameWindows(feats)
     full = window_features(feats)

@@ -15,17 +15,13 @@ from emo.preprocess.face import HaarFaceDetector
 from emo.preprocess.image import load_image
 from emo.preprocess.portrait import prepare_portrait
 
-from .cli_helpers import FAST, assert_refused, run_cli
-from .media_factory import portrait, voice, write_wav
+from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .media_factory import portrait
 
 
 @pytest.fixture
 def media(tmp_path):
-    d = tmp_path / "media"
-    d.mkdir()
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.3))
-    return d
+    return make_media(tmp_path, 0.3)
 
 
 def _args(tmp_path, media, *extra: str, image: str = "face.png") -> list[str]:
@@ -44,7 +40,6 @@ BAD = {
     "seed 2**64": (["--seed", str(2**64)], "seed must be in"),
     "seed negative": (["--seed", "-1"], "seed must be in"),
     "fps 1000": (["--fps", "1000"], "fps must be in [1, 120]"),
-    "size 8192": (["--size", "8192"], "size must be in"),
     "unknown device": (["--device", "tpu"], "unknown device"),
 }
 

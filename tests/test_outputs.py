@@ -15,17 +15,13 @@ import pytest
 
 from emo.cli.bench import main as bench_main
 
-from .cli_helpers import FAST, assert_refused, run_cli
-from .media_factory import portrait, probe, voice, write_wav
+from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .media_factory import probe, voice, write_wav
 
 
 @pytest.fixture
 def media(tmp_path):
-    d = tmp_path / "media"
-    d.mkdir()
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.3))
-    return d
+    return make_media(tmp_path, 0.3)
 
 
 def _args(media: Path, output: Path, *extra: str, image: str = "face.png", audio: str = "voice.wav") -> list[str]:
@@ -104,15 +100,13 @@ def test_outputs_that_are_inputs_are_refused(tmp_path, media, case):
 @pytest.mark.parametrize("rate,written", [(192000, 96000), (12345, 16000), (44100, 44100)])
 def test_any_sample_rate_gets_an_aac_track(tmp_path, media, rate, written):
     """AAC has no 192 kHz or 12,345 Hz: the track is resampled to the next rate it has; standard rates are kept."""
-    from emo.media.mp4 import AAC_RATES
-
     write_wav(media / "odd.wav", voice(0.3, rate), rate)
     out = tmp_path / "out" / "o.mp4"
     rc, err, left = run_cli(tmp_path, *_args(media, out, audio="odd.wav"))
     assert rc == 0, err
     assert left == ["o.mp4"]
     with av.open(str(out)) as c:
-        assert c.streams.audio[0].rate == written and written in AAC_RATES
+        assert c.streams.audio[0].rate == written
     assert abs(probe(out)["audio_seconds"] - 0.3) < 0.05
 
 
@@ -164,13 +158,18 @@ def _tmpfs(path: Path, size: str) -> bool:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_tmpfs_is_a_one_line_input_error(tmp_path, media):
-    """A real ENOSPC: a 128 kB tmpfs holds the video but not the raw frames."""
+    """A real ENOSPC: a 128 kB tmpfs holds the video but not the raw frames. In a child process: writing through a
+    memory map there kills the process with SIGBUS."""
     disk = tmp_path / "disk"
     if not _tmpfs(disk, "128k"):
         pytest.skip("cannot mount a tmpfs here")
     try:
-        assert_refused(tmp_path, _args(media, disk / "o.mp4", "--frames-out", str(disk / "f.npy")),
-                       "no space left on the device", code=2)
+        r = subprocess.run([sys.executable, "-m", "emo.cli.run",
+                            *_args(media, disk / "o.mp4", "--frames-out", str(disk / "f.npy"))],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no space left on the device" in lines[0], r.stderr
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)

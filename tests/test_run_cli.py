@@ -16,17 +16,27 @@ import torch
 from emo.media.audio import load_audio
 from emo.runtime.models import demo_models, save_model_dir
 
-from .cli_helpers import FAST, assert_refused, run_cli
-from .media_factory import PORTRAIT, SPEECH, no_face, portrait, probe, two_faces, voice, write_wav
+from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .media_factory import PORTRAIT, SPEECH, no_face, probe, two_faces, voice, write_wav
+
+
+def test_demo_command_writes_h264_aac_mp4(tmp_path):
+    """The README's first command, run as the installed console script."""
+    out = tmp_path / "demo.mp4"
+    r = subprocess.run(["emo-run", "--demo", "-o", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert (info["video_codec"], info["pix_fmt"], info["audio_codec"]) == ("h264", "yuv420p", "aac")
+    seconds = load_audio(SPEECH).shape[0] / 16000
+    assert info["frames"] == math.ceil(seconds * 25)
+    assert abs(info["frames"] / info["fps"] - seconds) <= 1 / 25
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.mp4"]
 
 
 @pytest.fixture
 def media(tmp_path):
-    d = tmp_path / "media"
-    d.mkdir()
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.5))
-    return d
+    return make_media(tmp_path, 0.5)
 
 
 def _run_args(tmp_path, image, audio, *extra):
