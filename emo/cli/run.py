@@ -86,9 +86,9 @@ def _check_device(args: argparse.Namespace, backend: str) -> None:
     """A device the backend can use, checked before anything is loaded. onnxruntime checks its own CUDA provider."""
     if not DEVICE.fullmatch(args.device):
         raise InputError(f"unknown device {args.device!r} (auto, cpu, cuda or cuda:N)")
+    if backend == "torch-fast" and args.device == "cpu":
+        raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
     if backend == "onnxruntime" or not args.device.startswith("cuda"):
-        if backend == "torch-fast" and args.device == "cpu":
-            raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
         return
     import torch
 
