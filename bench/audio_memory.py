@@ -3,6 +3,7 @@ weights) on synthetic speech-like audio of several lengths, through the renderer
 
     python bench/audio_memory.py                      # 60 s, 300 s, 600 s; exact features
     python bench/audio_memory.py --seconds 60 --json out.json
+    python bench/audio_memory.py --seconds 60 --compare-whole   # also: max |lean - whole-sequence| features
 
 Each length runs in a fresh process. The figure is the growth of the peak resident set while the features (and
 their per-frame windows) are computed, over the process after the model is built: the peak is reset just before
@@ -60,10 +61,10 @@ def _encoder():
     return enc.eval()
 
 
-def child(seconds: float) -> dict:
+def child(seconds: float, compare_whole: bool) -> dict:
     import torch
 
-    from emo.preprocess.audio_features import compute_audio_features, frame_windows
+    from emo.preprocess.audio_features import FrameWindows, compute_audio_features
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     enc = _encoder()
@@ -72,35 +73,43 @@ def child(seconds: float) -> dict:
     _reset_peak()
     start = time.perf_counter()
     feats, frames = compute_audio_features(enc, wav, FPS, CLIP, RATE)
-    windows = frame_windows(feats)
-    windows[:CLIP]  # the first clip's windows, as the renderer reads them
+    FrameWindows(feats)[:CLIP]  # the first clip's windows, as the renderer reads them
     elapsed = time.perf_counter() - start
     peak = _status("VmHWM")
-    return {"seconds": seconds, "frames": frames, "peak_growth_mib": (peak - base) / 2**20,
-            "features_mib": feats.numel() * feats.element_size() / 2**20, "wall_s": elapsed,
-            "threads": torch.get_num_threads()}
+    row = {"seconds": seconds, "frames": frames, "peak_growth_mib": (peak - base) / 2**20,
+           "features_mib": feats.numel() * feats.element_size() / 2**20, "wall_s": elapsed,
+           "threads": torch.get_num_threads()}
+    if compare_whole:  # after the measurement: the whole-sequence pass is the memory-hungry one
+        whole, _ = compute_audio_features(lambda w, n: enc.features(w, n, lean=False), wav, FPS, CLIP, RATE)
+        row["max_abs_diff_vs_whole"] = (feats - whole).abs().max().item()
+        row["max_abs_feature"] = whole.abs().max().item()
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, nargs="+", default=[60, 300, 600])
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--compare-whole", action="store_true",
+                   help="also run each stage on the whole sequence at once and report the largest difference")
     p.add_argument("--child", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.compare_whole)))
         return 0
     rows = []
     print(f"{'audio s':>8} {'frames':>7} {'peak growth MiB':>16} {'features MiB':>13} {'wall s':>7}")
     for s in args.seconds:
-        out = subprocess.run([sys.executable, __file__, "--child", str(s)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--child", str(s)] + ["--compare-whole"] * args.compare_whole,
+                             capture_output=True, text=True)
         if out.returncode:
             print(out.stderr, file=sys.stderr)
             return out.returncode
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['seconds']:8.0f} {row['frames']:7d} {row['peak_growth_mib']:16.0f} {row['features_mib']:13.0f} "
-              f"{row['wall_s']:7.1f}", flush=True)
+              f"{row['wall_s']:7.1f}" + (f"  max |lean - whole| {row['max_abs_diff_vs_whole']:.2e} (features up to "
+                                         f"{row['max_abs_feature']:.1f})" if args.compare_whole else ""), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

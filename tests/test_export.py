@@ -17,7 +17,7 @@ from emo.cli.run import main as run_main
 from emo.export.checks import TRT10_OPS, check_graph
 from emo.export.verify import verify_export
 from emo.io_spec import COMPONENTS
-from emo.manifest import read_manifest
+from emo.manifest import EngineDirError, read_manifest
 from emo.runtime.models import demo_models
 
 from .media_factory import portrait, voice, write_wav
@@ -164,3 +164,57 @@ def test_engine_dir_mismatches_are_refused(tmp_path, media, fp32_dir):
 def test_export_refuses_unknown_components(tmp_path):
     rc, err = _quiet(export_main, "--demo", "--out", str(tmp_path / "e"), "--components", "unet")
     assert rc == 2 and "unknown component(s) unet" in err
+
+
+@pytest.mark.parametrize("escape", ["../outside/denoiser.onnx", "absolute", "symlink"])
+def test_manifest_paths_outside_the_engine_dir_are_refused(tmp_path, media, fp32_dir, escape):
+    """A manifest naming a graph outside its directory (absolute, ../ or a symlink out) is refused, not loaded."""
+    engine = tmp_path / "engine"
+    shutil.copytree(fp32_dir, engine)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(engine / "denoiser.onnx", outside / "denoiser.onnx")
+    raw = json.loads((engine / "manifest.json").read_text())
+    if escape == "symlink":
+        (engine / "denoiser.onnx").unlink()
+        (engine / "denoiser.onnx").symlink_to(outside / "denoiser.onnx")
+        name = "denoiser.onnx"
+    else:
+        name = str(outside / "denoiser.onnx") if escape == "absolute" else escape
+        raw["components"]["denoiser"]["file"] = name
+        (engine / "manifest.json").write_text(json.dumps(raw))
+    run = [str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER]
+    _refused(tmp_path, *run, "--engine-dir", str(engine), match=f"{name} is outside the engine directory")
+
+
+def test_onnxruntime_keeps_the_cuda_device_index_or_refuses(tmp_path, media, fp32_dir):
+    import onnxruntime as ort
+
+    from emo.runtime.ort_providers import provider_list, require_providers
+
+    assert provider_list("cuda:3") == [("CUDAExecutionProvider", {"device_id": 3}), "CPUExecutionProvider"]
+    assert provider_list("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert provider_list("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: the refusals below need one without it")
+    run = [str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER, "--engine-dir", str(fp32_dir)]
+    _refused(tmp_path, *run, "--device", "cuda:1", match="no CUDA GPU is available to onnxruntime")
+    # A session that onnxruntime started on the CPU although CUDA was asked for is refused, never used.
+    providers = provider_list("cuda:1")
+    session = ort.InferenceSession(str(fp32_dir / "imageproj.onnx"), providers=providers)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(EngineDirError, match="could not start on cuda:1"):
+        require_providers(session, providers, "imageproj.onnx")
+
+
+def test_audio_longer_than_the_exported_range_is_refused_with_the_fix(tmp_path, media, fp32_dir):
+    write_wav(media / "long.wav", voice(61.0))  # the tiny ranges end at 60 s
+    run = [str(media / "face.png"), str(media / "long.wav"), "--demo", *RENDER, "--engine-dir", str(fp32_dir)]
+    _refused(tmp_path, *run, match="--max-audio-seconds 62")
+    d = tmp_path / "long"
+    rc, err = _quiet(export_main, "--demo", "--out", str(d), "--components", "audio_encoder",
+                     "--max-audio-seconds", "90", "--skip-checks")
+    assert rc == 0, err
+    m = read_manifest(d, "onnx")
+    assert m.shape_ranges().audio_seconds[2] == 90
+    assert m.components["audio_encoder"].spec["dims"]["samples"]["max"] >= 90 * 16000

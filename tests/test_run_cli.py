@@ -1,27 +1,23 @@
 """emo-run through its real command line: the demo MP4, and every kind of bad input refused cleanly."""
 from __future__ import annotations
 
-import io
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from emo.cli.run import main
 from emo.media.audio import load_audio
 from emo.runtime.models import demo_models, save_model_dir
 
-from .media_factory import PORTRAIT, SPEECH, no_face, portrait, probe, two_faces, voice, write_wav
-
-FAST = ["--size", "64", "--steps", "1", "--frames-per-clip", "4", "--motion-frames", "2", "--quiet"]
+from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .media_factory import PORTRAIT, SPEECH, no_face, probe, two_faces, voice, write_wav
 
 
 def test_demo_command_writes_h264_aac_mp4(tmp_path):
@@ -38,33 +34,9 @@ def test_demo_command_writes_h264_aac_mp4(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["demo.mp4"]
 
 
-def _cli(tmp_path: Path, *args: str) -> tuple[int, str, list[str]]:
-    """Run the CLI's main() in-process -> (exit code, stderr, names of the files in tmp_path/out)."""
-    out_dir = tmp_path / "out"
-    out_dir.mkdir(exist_ok=True)
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = main(list(args))
-    return rc, err.getvalue(), sorted(p.name for p in out_dir.iterdir())
-
-
-def _assert_refused(tmp_path: Path, args: list[str], match: str) -> None:
-    rc, err, left = _cli(tmp_path, *args)
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("emo-run: error:"), err
-    assert "Traceback" not in err
-    assert match.lower() in err.lower(), err
-    assert left == [], left
-
-
 @pytest.fixture
 def media(tmp_path):
-    d = tmp_path / "media"
-    d.mkdir()
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.5))
-    return d
+    return make_media(tmp_path, 0.5)
 
 
 def _run_args(tmp_path, image, audio, *extra):
@@ -72,7 +44,7 @@ def _run_args(tmp_path, image, audio, *extra):
 
 
 def test_good_inputs_render(tmp_path, media):
-    rc, err, left = _cli(tmp_path, *_run_args(tmp_path, media / "face.png", media / "voice.wav"))
+    rc, err, left = run_cli(tmp_path, *_run_args(tmp_path, media / "face.png", media / "voice.wav"))
     assert rc == 0, err
     assert left == ["o.mp4"]
     assert probe(tmp_path / "out" / "o.mp4")["frames"] == math.ceil(0.5 * 25)
@@ -92,7 +64,7 @@ BAD_IMAGES = {
 @pytest.mark.parametrize("case", BAD_IMAGES, ids=list(BAD_IMAGES))
 def test_bad_image(tmp_path, media, case):
     make, match = BAD_IMAGES[case]
-    _assert_refused(tmp_path, _run_args(tmp_path, make(media), media / "voice.wav"), match)
+    assert_refused(tmp_path, _run_args(tmp_path, make(media), media / "voice.wav"), match)
 
 
 def _nan_wav(d):
@@ -126,12 +98,12 @@ BAD_AUDIO = {
 @pytest.mark.parametrize("case", BAD_AUDIO, ids=list(BAD_AUDIO))
 def test_bad_audio(tmp_path, media, case):
     make, match = BAD_AUDIO[case]
-    _assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", make(media)), match)
+    assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", make(media)), match)
 
 
 BAD_OPTIONS = {
-    "steps": (["--steps", "0"], "steps must be > 0"),
-    "fps": (["--fps", "0"], "fps must be > 0"),
+    "steps": (["--steps", "0"], "steps must be in [1, 1000]"),
+    "fps": (["--fps", "0"], "fps must be in [1, 120]"),
     "size": (["--size", "100"], "multiple of 64"),
     "guidance": (["--guidance-scale", "0.5"], "guidance scale must be >= 1"),
     "frames": (["--frames-per-clip", "40"], "frames + motion frames"),
@@ -142,13 +114,13 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("case", BAD_OPTIONS, ids=list(BAD_OPTIONS))
 def test_out_of_range_options(tmp_path, media, case):
     extra, match = BAD_OPTIONS[case]
-    _assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", media / "voice.wav", *extra), match)
+    assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", media / "voice.wav", *extra), match)
 
 
 def test_output_directory_missing(tmp_path, media):
     args = _run_args(tmp_path, media / "face.png", media / "voice.wav")
     args[args.index("-o") + 1] = str(tmp_path / "no" / "such" / "dir" / "o.mp4")
-    _assert_refused(tmp_path, args, "output directory does not exist")
+    assert_refused(tmp_path, args, "output directory does not exist")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
@@ -158,14 +130,14 @@ def test_output_directory_not_writable(tmp_path, media):
     ro.chmod(0o500)
     args = _run_args(tmp_path, media / "face.png", media / "voice.wav")
     args[args.index("-o") + 1] = str(ro / "o.mp4")
-    _assert_refused(tmp_path, args, "not writable")
+    assert_refused(tmp_path, args, "not writable")
 
 
 def test_several_faces_takes_the_largest_and_says_so(tmp_path, media):
     two_faces().save(media / "two.png")
     args = _run_args(tmp_path, media / "two.png", media / "voice.wav")
     args.remove("--quiet")
-    rc, err, left = _cli(tmp_path, *args)
+    rc, err, left = run_cli(tmp_path, *args)
     assert rc == 0, err
     assert "faces found, used the largest" in err
     assert left == ["o.mp4"]
@@ -182,7 +154,7 @@ def _model_args(tmp_path, media, models):
 
 
 def test_model_dir_renders(tmp_path, media, tiny_model_dir):
-    rc, err, left = _cli(tmp_path, *_model_args(tmp_path, media, tiny_model_dir))
+    rc, err, left = run_cli(tmp_path, *_model_args(tmp_path, media, tiny_model_dir))
     assert rc == 0, err
     assert left == ["o.mp4"]
 
@@ -205,24 +177,30 @@ def _copy_dir(src: Path, dst: Path) -> Path:
 def test_broken_model_dir_is_named(tmp_path, media, tiny_model_dir, damage, match):
     models = _copy_dir(tiny_model_dir, tmp_path / "models")
     damage(models)
-    _assert_refused(tmp_path, _model_args(tmp_path, media, models), match)
+    assert_refused(tmp_path, _model_args(tmp_path, media, models), match)
 
 
-def test_ctrl_c_leaves_no_partial_file(tmp_path, media):
-    """SIGINT while clips are being encoded: exit 130, nothing left in the output directory."""
+@pytest.mark.parametrize("sig,code,what", [(signal.SIGINT, 130, "interrupted"),
+                                           (signal.SIGTERM, 143, "SIGTERM received"),
+                                           (signal.SIGHUP, 129, "SIGHUP received")], ids=["INT", "TERM", "HUP"])
+def test_signals_leave_no_partial_file(tmp_path, media, sig, code, what):
+    """Ctrl-C, SIGTERM (timeout, docker stop) or SIGHUP while clips are being encoded: exit 128 + signal, one line,
+    nothing left in the output directory (neither the video's nor the raw frames' temporary file)."""
     write_wav(media / "long.wav", voice(30.0))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "emo.cli.run", "--demo", str(media / "face.png"),
-                             str(media / "long.wav"), "-o", str(out_dir / "o.mp4"), *FAST],
+                             str(media / "long.wav"), "-o", str(out_dir / "o.mp4"), "--frames-out",
+                             str(out_dir / "f.npy"), *FAST],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not any(out_dir.iterdir()) and proc.poll() is None:
+    while time.time() < deadline and len(list(out_dir.iterdir())) < 2 and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and what in lines[0] and "no output written" in lines[0], err
     assert list(out_dir.iterdir()) == []

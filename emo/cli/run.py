@@ -72,8 +72,8 @@ FAST_DTYPES = (None, "fp16", "bf16")  # torch-fast runs half precision only
 
 
 def _backend(args: argparse.Namespace) -> str:
-    """auto: with --engine-dir, tensorrt for emo-build-engine plans or onnxruntime for emo-export graphs; torch-fast on a CUDA GPU when the dtype is half precision (or not
-    given); eager torch otherwise."""
+    """auto: with --engine-dir, tensorrt for emo-build-engine plans or onnxruntime for emo-export graphs;
+    torch-fast on a CUDA GPU when the dtype is half precision (or not given); eager torch otherwise."""
     if args.backend != "auto":
         return args.backend
     if args.engine_dir:
@@ -90,9 +90,9 @@ def _check_device(args: argparse.Namespace, backend: str) -> None:
     """A device the backend can use, checked before anything is loaded. onnxruntime checks its own CUDA provider."""
     if not DEVICE.fullmatch(args.device):
         raise InputError(f"unknown device {args.device!r} (auto, cpu, cuda or cuda:N)")
+    if backend == "torch-fast" and args.device == "cpu":
+        raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
     if backend == "onnxruntime" or not args.device.startswith("cuda"):
-        if backend == "torch-fast" and args.device == "cpu":
-            raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
         return
     import torch
 

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .outputs import atomic_output, output_target
+from .outputs import OutputWriter, atomic_output, output_target
 
 # The sampling rates of MPEG-4 audio (AAC); used when the encoder does not list its own.
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -30,7 +30,7 @@ def aac_rate(rate: int | None) -> int:
     return next((r for r in rates if r >= rate), rates[-1])
 
 
-class Mp4Writer:
+class Mp4Writer(OutputWriter):
     """with Mp4Writer(out, fps, size, audio_source) as w: w.write(frames_uint8) ... (renamed to `out` on success).
 
     `out` may be a symlink: the file it points to is replaced and the link kept."""
@@ -40,14 +40,6 @@ class Mp4Writer:
         self.target = output_target(self.path)
         self.fps, self.size, self.audio_source, self.crf = fps, size, audio_source, crf
         self.frames_written = 0
-        self._session = None
-
-    def __enter__(self) -> "Mp4Writer":
-        self._session = self._open()
-        return self._session.__enter__()
-
-    def __exit__(self, exc_type, exc, tb) -> bool | None:
-        return self._session.__exit__(exc_type, exc, tb)
 
     @contextmanager
     def _open(self) -> Iterator["Mp4Writer"]:

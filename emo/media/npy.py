@@ -14,10 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .outputs import atomic_output, output_target
+from .outputs import OutputWriter, atomic_output, output_target
 
 
-class NpyWriter:
+class NpyWriter(OutputWriter):
     """with NpyWriter(path, shape) as w: w.write(rows) ...: rows (k, *shape[1:]) until shape[0] rows are written;
     renamed to `path` only when all of them are."""
 
@@ -27,14 +27,6 @@ class NpyWriter:
         self.target = output_target(self.path, option)
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.rows = 0
-        self._session = None
-
-    def __enter__(self) -> "NpyWriter":
-        self._session = self._open()
-        return self._session.__enter__()
-
-    def __exit__(self, exc_type, exc, tb) -> bool | None:
-        return self._session.__exit__(exc_type, exc, tb)
 
     @contextmanager
     def _open(self) -> Iterator["NpyWriter"]:

@@ -14,7 +14,7 @@ import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import InputError
 
@@ -112,3 +112,18 @@ def atomic_output(target: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class OutputWriter:
+    """Base of the streaming writers: `with writer:` runs the subclass's `_open()` context (a generator that
+    writes inside `atomic_output`), while the constructor checks the path before anything is computed."""
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._session = self._open()
+        return self._session.__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        return self._session.__exit__(exc_type, exc, tb)

@@ -105,7 +105,7 @@ class AudioEncoder(nn.Module):
     runs the same ops on the whole sequence, so that no chunk count is baked into the graph.
     """
 
-    cnn_chunk = 256  # CNN output frames (20 ms each) per chunk: ~33 MiB of first-layer activations at 512 channels
+    cnn_chunk = 128  # CNN output frames (20 ms each) per chunk: ~17 MiB of first-layer activations at 512 channels
     ffn_chunk = 1024  # frames per feed-forward chunk: a (1024, 3072) intermediate at wav2vec2-base size
 
     def __init__(self, cfg: Wav2VecConfig):
@@ -161,44 +161,40 @@ class AudioEncoder(nn.Module):
             raise ValueError(f"audio of {wav.shape[1]} samples is shorter than wav2vec2's {field}-sample window")
         first = layers[0]
         norm = first.layer_norm if isinstance(getattr(first, "layer_norm", None), nn.GroupNorm) else None
-        stats = self._first_layer_stats(wav, first.conv, norm) if norm is not None else None
+        if norm is not None:
+            mean, scale, shift = self._first_layer_norm(wav, first.conv, norm)
         out = wav.new_empty(1, layers[-1].conv.out_channels, frames)
         for a in range(0, frames, self.cnn_chunk):
             b = min(a + self.cnn_chunk, frames)
             x = wav[:, a * total_stride:(b - 1) * total_stride + field][:, None]  # 1 s -> 1 1 s
             if norm is None:
                 x = first(x)
-            else:
-                mean, inv_std = stats
-                x = first.conv(x)
-                x = (x - mean) * inv_std * norm.weight[:, None] + norm.bias[:, None]
-                x = first.activation(x)
+            else:  # GroupNorm with the whole signal's statistics, in place
+                x = first.activation(first.conv(x).sub_(mean).mul_(scale).add_(shift))
             for layer in layers[1:]:
                 x = layer(x)
             out[:, :, a:b] = x
         return out
 
-    def _first_layer_stats(self, wav: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and 1/sqrt(var + eps) of the first convolution's output over the whole signal,
-        accumulated chunk by chunk in float64 -> (C, 1) each."""
+    def _first_layer_norm(self, wav: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer's GroupNorm as (x - mean) * scale + shift, (C, 1) each, with the mean and variance of
+        the first convolution's output over the whole signal: each chunk's, combined in float64 (Chan et al.)."""
         if norm.num_groups != norm.num_channels:
             raise ValueError("the chunked wav2vec2 CNN expects one GroupNorm group per channel (wav2vec2-base)")
         k, s = conv.kernel_size[0], conv.stride[0]
         frames = (wav.shape[1] - k) // s + 1
         chunk = self.cnn_chunk * math.prod(layer.conv.stride[0] for layer in
                                            self.model.feature_extractor.conv_layers[1:])
-        total = torch.zeros(conv.out_channels, dtype=torch.float64, device=wav.device)
-        squares = torch.zeros_like(total)
+        parts = []  # (frames, mean, variance) per chunk
         for a in range(0, frames, chunk):
             b = min(a + chunk, frames)
-            x = conv(wav[:, a * s:(b - 1) * s + k][:, None])[0].double()  # 1 c t -> c t
-            total += x.sum(1)
-            squares += (x * x).sum(1)
-        mean = total / frames
-        var = (squares / frames - mean * mean).clamp(min=0)
-        inv_std = (var + norm.eps).rsqrt()
-        return mean.to(wav.dtype)[:, None], inv_std.to(wav.dtype)[:, None]
+            var, mean = torch.var_mean(conv(wav[:, a * s:(b - 1) * s + k][:, None])[0], dim=1, correction=0)
+            parts.append((b - a, mean.double(), var.double()))
+        mean = sum(n * m for n, m, _ in parts) / frames
+        var = sum(n * (v + (m - mean) ** 2) for n, m, v in parts) / frames
+        scale = (var + norm.eps).rsqrt().to(wav.dtype) * norm.weight
+        return mean.to(wav.dtype)[:, None], scale[:, None], norm.bias[:, None]
 
     def _layer(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
         """One post-norm encoder layer (wav2vec2-base): attention over the whole sequence, then the feed-forward

@@ -1,0 +1,44 @@
+"""Running emo-run's main() in-process and checking how it refuses bad input."""
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from emo.cli.run import main
+
+from .media_factory import portrait, voice, write_wav
+
+FAST = ["--size", "64", "--steps", "1", "--frames-per-clip", "4", "--motion-frames", "2", "--quiet"]
+
+
+def make_media(tmp_path: Path, seconds: float) -> Path:
+    """tmp_path/media with face.png (the demo portrait) and voice.wav (`seconds` of speech-like sound)."""
+    d = tmp_path / "media"
+    d.mkdir()
+    portrait().save(d / "face.png")
+    write_wav(d / "voice.wav", voice(seconds))
+    return d
+
+
+def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, list[str]]:
+    """Run the CLI's main() in-process -> (exit code, stderr, names of the files in tmp_path/out)."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir(exist_ok=True)
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        rc = main(list(args))
+    return rc, err.getvalue(), sorted(p.name for p in out_dir.iterdir())
+
+
+def assert_refused(tmp_path: Path, args: list[str], match: str, code: int | None = None) -> str:
+    """One `emo-run: error:` line containing `match`, no traceback, nothing in tmp_path/out; exit `code` (any
+    non-zero when None) -> the line."""
+    rc, err, left = run_cli(tmp_path, *args)
+    assert rc != 0 if code is None else rc == code, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emo-run: error:"), err
+    assert "Traceback" not in err
+    assert match.lower() in err.lower(), err
+    assert left == [], left
+    return lines[0]
