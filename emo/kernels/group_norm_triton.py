@@ -6,33 +6,39 @@ import triton.language as tl
 
 
 @triton.jit
-def group_norm_kernel(X, Y, W, B, C, HW, G, eps, BLOCK: tl.constexpr, SILU: tl.constexpr):
-    pid = tl.program_id(0)  # one program per (sample, group)
-    n = pid // G
-    g = pid % G
+def group_norm_kernel(X, Y, W, B, C, S, G, eps, x_n, x_c, x_s, y_n, y_c, y_s, w_c, b_c,
+                      BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SILU: tl.constexpr):
+    """One program per (sample, group): the group's C/G channels x S positions, walked in (BLOCK_C, BLOCK_S)
+    tiles through X's strides (contiguous and channels_last alike); mean, then centred variance, in float32."""
+    pid = tl.program_id(0)
+    n = (pid // G).to(tl.int64)
     cpg = C // G
-    size = cpg * HW
-    base = n.to(tl.int64) * C * HW + g * cpg * HW
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, size, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        acc += tl.load(X + base + idx, mask=idx < size, other=0.0).to(tl.float32)
-    mean = tl.sum(acc, axis=0) / size
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, size, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        x = tl.load(X + base + idx, mask=idx < size, other=0.0).to(tl.float32)
-        d = tl.where(idx < size, x - mean, 0.0)
-        acc += d * d
-    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / size + eps)
-    for start in range(0, size, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < size
-        c = g * cpg + idx // HW
-        x = tl.load(X + base + idx, mask=mask, other=0.0).to(tl.float32)
-        w = tl.load(W + c, mask=mask, other=1.0).to(tl.float32)
-        b = tl.load(B + c, mask=mask, other=0.0).to(tl.float32)
-        y = (x - mean) * rstd * w + b
+    offs_c = (pid % G) * cpg + tl.arange(0, BLOCK_C)
+    c_mask = tl.arange(0, BLOCK_C) < cpg
+    x_rows = X + n * x_n + offs_c[:, None] * x_c  # (BLOCK_C, 1) row pointers
+    count = cpg * S
+    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
+    for start in range(0, S, BLOCK_S):
+        offs_s = start + tl.arange(0, BLOCK_S)
+        mask = c_mask[:, None] & (offs_s < S)[None, :]
+        acc += tl.load(x_rows + offs_s[None, :] * x_s, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(acc) / count
+    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
+    for start in range(0, S, BLOCK_S):
+        offs_s = start + tl.arange(0, BLOCK_S)
+        mask = c_mask[:, None] & (offs_s < S)[None, :]
+        x = tl.load(x_rows + offs_s[None, :] * x_s, mask=mask, other=0.0).to(tl.float32)
+        centred = tl.where(mask, x - mean, 0.0)
+        acc += centred * centred
+    rstd = 1.0 / tl.sqrt(tl.sum(acc) / count + eps)
+    scale = (tl.load(W + offs_c * w_c, mask=c_mask, other=0.0).to(tl.float32) * rstd)[:, None]  # (BLOCK_C, 1)
+    shift = tl.load(B + offs_c * b_c, mask=c_mask, other=0.0).to(tl.float32)[:, None]
+    y_rows = Y + n * y_n + offs_c[:, None] * y_c
+    for start in range(0, S, BLOCK_S):
+        offs_s = start + tl.arange(0, BLOCK_S)
+        mask = c_mask[:, None] & (offs_s < S)[None, :]
+        x = tl.load(x_rows + offs_s[None, :] * x_s, mask=mask, other=0.0).to(tl.float32)
+        y = (x - mean) * scale + shift
         if SILU:
-            y = y * tl.sigmoid(y)
-        tl.store(Y + base + idx, y.to(Y.dtype.element_ty), mask=mask)
+            y = y / (1.0 + tl.exp(-y))  # SiLU
+        tl.store(y_rows + offs_s[None, :] * y_s, y.to(Y.dtype.element_ty), mask=mask)
