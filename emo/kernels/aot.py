@@ -12,6 +12,7 @@ imported triton under TRITON_INTERPRET=1).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "
 
 @dataclass(frozen=True)
 class CompileReport:
-    kernel: str
+    kernel: str  # the op (its module's name)
     dtype: str
     shape: str  # what the row stands for, e.g. "head dim 40"
     tiles: str  # the launch's block sizes
@@ -123,7 +124,7 @@ def compile_sm90(launch: Launch, shape: str) -> CompileReport:
     blocks = {k: v for k, v in launch.constants.items() if k.startswith("BLOCK_")}
     dtype = next(TRITON_DTYPES[a.dtype] for a in launch.args if isinstance(a, torch.Tensor) and a.is_floating_point())
     return CompileReport(
-        kernel=launch.kernel, dtype=dtype, shape=shape,
+        kernel=launch.module.rsplit(".", 1)[-1].removesuffix("_triton"), dtype=dtype, shape=shape,
         tiles="x".join(str(v) for v in blocks.values()) + " (" + ", ".join(k[6:] for k in blocks) + ")",
         warps=launch.warps, stages=launch.stages,
         registers=_number(r"Used (\d+) registers", log),
@@ -134,6 +135,25 @@ def compile_sm90(launch: Launch, shape: str) -> CompileReport:
         wgmma_serialized="wgmma.mma_async instructions are serialized" in log,
         tf32=".tf32" in ptx,
     )
+
+
+def compile_all(launches: list[tuple[str, Launch]], workers: int | None = None) -> list[CompileReport]:
+    """`compile_sm90` for each (shape, launch), in forked worker processes (compiling is CPU-bound)."""
+    import multiprocessing
+
+    global _pending
+    _pending = launches
+    workers = min(len(launches), workers or os.cpu_count() or 1)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_compile_pending, range(len(launches)))
+
+
+_pending: list[tuple[str, Launch]] = []  # the launches `compile_all`'s forked workers read
+
+
+def _compile_pending(i: int) -> CompileReport:
+    shape, launch = _pending[i]
+    return compile_sm90(launch, shape)
 
 
 def sd15_launches(dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)) -> list[tuple[str, Launch]]:
@@ -149,24 +169,31 @@ def sd15_launches(dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat
     frames, motion_frames, heads, tokens = 16, 2, 8, 32
     rows = 2 * frames  # CFG halves x frames
     levels = ((40, 64 * 64), (80, 32 * 32), (160, 16 * 16))  # head dim, latent positions of its level
+
+    def heads_of(batch: int, n: int, d: int, dtype: torch.dtype) -> torch.Tensor:
+        """A projection's (batch, n, h·d) output viewed as (batch, h, n, d), as the model passes it."""
+        return torch.empty(batch, n, heads * d, dtype=dtype, **meta).view(batch, n, heads, d).transpose(1, 2)
+
     launches = []
     for dtype in dtypes:
         for d, length in levels:
-            def heads_of(batch, n, h=heads):  # a projection's (batch, n, h·d) output split into heads
-                return torch.empty(batch, n, h * d, dtype=dtype, **meta).view(batch, n, h, d).transpose(1, 2)
-
-            q, k, v = heads_of(rows, length), heads_of(rows, length), heads_of(rows, length)
-            k_ref, v_ref = heads_of(frames, length), heads_of(frames, length)
+            q, k, v = (heads_of(rows, length, d, dtype) for _ in range(3))
+            k_ref, v_ref = (heads_of(frames, length, d, dtype) for _ in range(2))
             launches.append((f"head dim {d}", two_source_attention_launch(q, k, v, k_ref, v_ref)[0]))
+    for dtype in dtypes:
+        for d, length in levels:
             for f in (frames, frames + motion_frames) if d == 160 else (frames,):  # the mid block sees n + f
                 qkv = torch.empty(2, f, length, 3 * heads * d, dtype=dtype, **meta).view(2, f, length, 3, heads, d)
                 launches.append((f"head dim {d}, {f} frames",
                                  temporal_attention_launch(*qkv.unbind(3))[0]))  # b f l 3 h d -> 3 x b f l h d
+    for dtype in dtypes:
+        for d, length in levels:
             stacked = 3 * heads  # full / face / lip attentions as heads
             q = torch.empty(rows, length, stacked, d, dtype=dtype, **meta)
-            k, v = torch.empty(rows, tokens, 2, stacked, d, dtype=dtype, **meta).unbind(2)
+            k, v = torch.empty(rows, tokens, 2, stacked, d, dtype=dtype, **meta).unbind(2)  # one kv projection
             masks = torch.empty(3, length, dtype=dtype, **meta)
             launches.append((f"head dim {d}", audio_attention_launch(q, k, v, masks)[0]))
+    for dtype in dtypes:
         for channels, size in ((320, 64), (640, 32), (960, 64), (1280, 16), (1920, 32), (2560, 8)):
             x = torch.empty(rows, channels, size, size, dtype=dtype, **meta)
             weight = torch.empty(channels, dtype=dtype, **meta)
@@ -194,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emo.kernels.aot", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows, labelled as a compile report, here")
     args = parser.parse_args(argv)
-    reports = [compile_sm90(launch, shape) for shape, launch in sd15_launches()]
+    reports = compile_all(sd15_launches())
     print(markdown(reports))
     if args.json:
         args.json.write_text(json.dumps({

@@ -6,6 +6,8 @@ need no copy; the output has x's memory format.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -21,11 +23,14 @@ TILES: dict[tuple[torch.dtype, int], Tiles] = {
 }
 
 
-def tiles(dtype: torch.dtype, channels_per_group: int, positions: int) -> Tiles:
-    """The table's entry (or a rule for other sizes and dtypes), no wider than the positions need."""
+def tiles(dtype: torch.dtype, channels_per_group: int, positions: int, groups: int) -> tuple[Tiles, int]:
+    """(the table's entry, or a rule for other sizes and dtypes, no wider than the positions need; BLOCK_G): small
+    groups share a program, so that a step still covers the table's number of elements."""
     block_c = pow2_block(channels_per_group, 1)
     t = TILES.get((dtype, channels_per_group), Tiles(block_c, max(16, 2048 // block_c), warps=4))
-    return Tiles(t.block_m, min(t.block_n, pow2_block(positions, 16)), t.warps, t.stages)
+    block_s = min(t.block_n, pow2_block(positions, 16))
+    block_g = min(pow2_block(groups, 1), max(1, t.block_m * t.block_n // (block_c * block_s)))
+    return Tiles(block_c, block_s, t.warps, t.stages), block_g
 
 
 def group_norm_silu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
@@ -55,10 +60,10 @@ def group_norm_launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     x3 = _positions(x)
     y = _output(x3, x.shape)
     y3 = y.view(x3.shape)  # n c *spatial -> n c s
-    t = tiles(x.dtype, c // groups, x3.shape[2])
-    launch = Launch("emo.kernels.group_norm_triton", "group_norm_kernel", (n * groups,),
+    t, block_g = tiles(x.dtype, c // groups, x3.shape[2], groups)
+    launch = Launch("emo.kernels.group_norm_triton", "group_norm_kernel", (n, math.ceil(groups / block_g)),
                     (x3, y3, weight, bias, c, x3.shape[2], groups, eps, *strides(x3, y3, weight, bias)),
-                    dict(BLOCK_C=t.block_m, BLOCK_S=t.block_n, SILU=silu), t.warps, t.stages)
+                    dict(BLOCK_G=block_g, BLOCK_C=t.block_m, BLOCK_S=t.block_n, SILU=silu), t.warps, t.stages)
     return launch, y
 
 
