@@ -28,7 +28,7 @@ def audio_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 # (dtype, head dim) -> tiles for SD1.5's head dims (32 audio tokens: one key block): compile to wgmma without
-# spills on sm_90 (bench/sm90_compile.py).
+# spills on sm_90 (`python -m emo.kernels.aot`).
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
     (dtype, d): Tiles(block_m, 32, warps, stages)
     for dtype in (torch.float16, torch.bfloat16)

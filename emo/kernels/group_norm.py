@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from . import registry
 from .launch import Launch, Tiles, pow2_block, strides
 
-# (dtype, channels per group) -> (BLOCK_C = channels per group padded, BLOCK_S positions) tiles and warps: 4096
+# (dtype, channels per group) -> Tiles(BLOCK_C = channels per group padded, BLOCK_S positions, warps): 4096
 # elements a step over 8 warps. Rows: SD1.5's 320..2560 channels in 32 groups (10..80 a group); no spills on
-# sm_90 (bench/sm90_compile.py).
+# sm_90 (`python -m emo.kernels.aot`).
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
     (dtype, cpg): Tiles(pow2_block(cpg, 1), 4096 // pow2_block(cpg, 1), warps=8)
     for dtype in (torch.float16, torch.bfloat16) for cpg in (10, 20, 30, 40, 60, 80)

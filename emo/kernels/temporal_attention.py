@@ -25,8 +25,8 @@ def temporal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 FRAME_BLOCK = 32  # clips of up to 32 frames (MotionConfig.max_len)
 # (dtype, head dim) -> Tiles(BLOCK_L positions a program, frame block, warps) for SD1.5's head dims: the block's
-# keys and values stay in registers, sized to compile without spills on sm_90 (bench/sm90_compile.py). Shorter
-# clips (a smaller frame block) get proportionally more positions a program.
+# keys and values stay in registers, sized to compile without spills on sm_90 (`python -m emo.kernels.aot`).
+# Shorter clips (a smaller frame block) get proportionally more positions a program.
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
     (dtype, d): Tiles(block_l, FRAME_BLOCK, warps)
     for dtype in (torch.float16, torch.bfloat16) for d, block_l, warps in ((40, 2, 4), (80, 1, 4), (160, 1, 8))

@@ -26,7 +26,7 @@ def two_source_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 
 # (dtype, head dim) -> tiles for SD1.5's head dims (40/80/160, padded to 64/128/256 in the kernel): compile to
-# wgmma without register spills on sm_90 (bench/sm90_compile.py).
+# wgmma without register spills on sm_90 (`python -m emo.kernels.aot`).
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
     (dtype, d): tiles
     for dtype in (torch.float16, torch.bfloat16)
