@@ -41,12 +41,40 @@ TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float16: dict(atol=2e-3,
        torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2)}
 
 
+@pytest.fixture
+def registry_restored():
+    """After each test (and after monkeypatch's undo): the registry's global and per-thread state as before."""
+    def state():
+        return set(registry._enabled), registry.enabled(), registry.interpreting(), registry.failures()
+
+    before = state()
+    yield
+    assert state() == before, "a test leaked registry state"
+
+
 @pytest.fixture(autouse=True)
-def kernels_on(monkeypatch):
+def kernels_on(registry_restored, monkeypatch):
     """Every kernel on, for this test only; a failure a test provokes is forgotten after it."""
     monkeypatch.setattr(registry, "_failed", {})
     with registry.using(registry.KERNELS), registry.interpret_on_cpu() if DEVICE == "cpu" else nullcontext():
         yield
+
+
+def _in_fresh_thread(check) -> None:
+    """Run `check` in a new thread: no per-thread scope of this module's fixture, none left behind."""
+    errors = []
+
+    def run():
+        try:
+            check()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _randn(*shape, seed: int, dtype=torch.float32) -> torch.Tensor:
@@ -311,40 +339,47 @@ def test_failing_kernel_warns_once_and_falls_back(name, monkeypatch):
 
 
 def test_registry_switches_and_scopes(monkeypatch):
-    """Global switches and per-thread scopes; the global state this test changes is restored afterwards."""
-    monkeypatch.setattr(registry, "_enabled", set())
-    monkeypatch.setattr(registry._local, "names", None)  # leave this module's `using` scope for the test
-    registry.enable("audio_attention")
-    assert registry.enabled() == {"audio_attention"}
-    registry.enable_all()
-    assert registry.enabled() == set(registry.KERNELS)
-    registry.disable()
-    assert registry.enabled() == frozenset()
-    with registry.using({"group_norm_silu"}):
-        assert registry.enabled() == {"group_norm_silu"}
-        seen = []
-        other = threading.Thread(target=lambda: seen.append(registry.enabled()))
-        other.start()
-        other.join()
-        assert seen == [frozenset()]  # scopes are per thread
-        with registry.using(()):
-            assert not registry.active("group_norm_silu", torch.zeros(1, device=DEVICE))
-    assert registry.enabled() == frozenset()
-    with pytest.raises(ValueError, match="unknown kernel"):
-        registry.enable("flash")
+    """Global switches and per-thread scopes (run in a thread of its own, outside this module's scopes)."""
+    monkeypatch.setattr(registry, "_enabled", set())  # the global switches come back after the test
+
+    def check():
+        registry.enable("audio_attention")
+        assert registry.enabled() == {"audio_attention"}
+        registry.enable_all()
+        assert registry.enabled() == set(registry.KERNELS)
+        registry.disable()
+        assert registry.enabled() == frozenset()
+        with registry.using({"group_norm_silu"}):
+            assert registry.enabled() == {"group_norm_silu"}
+            seen = []
+            other = threading.Thread(target=lambda: seen.append(registry.enabled()))
+            other.start()
+            other.join()
+            assert seen == [frozenset()]  # scopes are per thread
+            with registry.using(()):
+                assert not registry.active("group_norm_silu", torch.zeros(1, device=DEVICE))
+        assert registry.enabled() == frozenset()
+        with pytest.raises(ValueError, match="unknown kernel"):
+            registry.enable("flash")
+
+    _in_fresh_thread(check)
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="CPU tensors: the interpreter scope")
 def test_cpu_tensors_run_kernels_only_inside_the_interpreter_scope(monkeypatch):
     x = torch.zeros(1, 4, 2)
-    monkeypatch.setattr(registry._local, "interpret", False)
-    assert not registry.active("group_norm_silu", x)
-    with registry.interpret_on_cpu():
-        assert registry.active("group_norm_silu", x)
-    assert not registry.active("group_norm_silu", x)
-    monkeypatch.delenv("TRITON_INTERPRET")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"), registry.interpret_on_cpu():
-        pass
+
+    def check():
+        with registry.using(registry.KERNELS):
+            assert not registry.active("group_norm_silu", x)
+            with registry.interpret_on_cpu():
+                assert registry.active("group_norm_silu", x)
+            assert not registry.active("group_norm_silu", x)
+            monkeypatch.delenv("TRITON_INTERPRET")
+            with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"), registry.interpret_on_cpu():
+                pass
+
+    _in_fresh_thread(check)
 
 
 def test_fallback_when_switched_off(monkeypatch):

@@ -27,12 +27,13 @@ def audio_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return (out * weight[None, :, :, None]).transpose(1, 2)  # b (g h) l d -> b l (g h) d
 
 
-# (dtype, head dim) -> tiles for SD1.5's head dims (32 audio tokens: one key block): compile to wgmma without
-# spills on sm_90 (`python -m emo.kernels.aot`).
+# (dtype, head dim) -> tiles for SD1.5's head dims (32 audio tokens: one key block): float16 and bfloat16 compile
+# to wgmma, float32 (IEEE, no tensor cores) to FMA, all without spills on sm_90 (`python -m emo.kernels.aot`).
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
-    (dtype, d): Tiles(block_m, 32, warps, stages)
-    for dtype in (torch.float16, torch.bfloat16)
-    for d, block_m, warps, stages in ((40, 128, 8, 2), (80, 64, 4, 2), (160, 64, 8, 2))
+    **{(dtype, d): Tiles(block_m, 32, warps, stages)
+       for dtype in (torch.float16, torch.bfloat16)
+       for d, block_m, warps, stages in ((40, 128, 8, 2), (80, 64, 4, 2), (160, 64, 8, 2))},
+    **{(torch.float32, d): t for d, t in ((40, Tiles(32, 32)), (80, Tiles(32, 16)), (160, Tiles(16, 32)))},
 }
 
 

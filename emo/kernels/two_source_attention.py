@@ -25,12 +25,14 @@ def two_source_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return torch.cat([out_u, out_c])
 
 
-# (dtype, head dim) -> tiles for SD1.5's head dims (40/80/160, padded to 64/128/256 in the kernel): compile to
-# wgmma without register spills on sm_90 (`python -m emo.kernels.aot`).
+# (dtype, head dim) -> tiles for SD1.5's head dims (40/80/160, padded to 64/128/256 in the kernel): float16 and
+# bfloat16 compile to wgmma, float32 (IEEE, no tensor cores) to FMA, all without register spills on sm_90
+# (`python -m emo.kernels.aot`).
 TILES: dict[tuple[torch.dtype, int], Tiles] = {
-    (dtype, d): tiles
-    for dtype in (torch.float16, torch.bfloat16)
-    for d, tiles in ((40, Tiles(128, 64, 8, 2)), (80, Tiles(64, 64, 4, 2)), (160, Tiles(64, 32, 8, 3)))
+    **{(dtype, d): t
+       for dtype in (torch.float16, torch.bfloat16)
+       for d, t in ((40, Tiles(128, 64, 8, 2)), (80, Tiles(64, 64, 4, 2)), (160, Tiles(64, 32, 8, 3)))},
+    **{(torch.float32, d): t for d, t in ((40, Tiles(32, 32)), (80, Tiles(32, 16)), (160, Tiles(16, 32)))},
 }
 
 
