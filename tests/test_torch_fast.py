@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from emo.config import RunConfig
-from emo.kernels import registry
 from emo.runtime.backend import TorchBackend
 from emo.runtime.models import demo_models
 from emo.runtime.renderer import Renderer
@@ -117,18 +116,6 @@ def test_pipelined_stream_yields_the_same_clips_one_late(media):
     assert [len(c) for c in got] == [len(c) for c in want] == [4, 4, 3]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
-
-
-def test_registry_switches_and_scopes():
-    registry.disable()
-    assert registry.enabled() == frozenset()
-    with registry.using({"group_norm_silu"}):
-        assert registry.enabled() == {"group_norm_silu"}
-        with registry.using(()):
-            assert not registry.active("group_norm_silu", torch.zeros(1))
-    assert registry.enabled() == frozenset()
-    with pytest.raises(ValueError, match="unknown kernel"):
-        registry.enable("flash")
 
 
 def test_bench_times_the_renderer_loop_side_by_side(tmp_path):

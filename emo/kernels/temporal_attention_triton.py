@@ -7,9 +7,11 @@ import triton.language as tl
 
 @triton.jit
 def temporal_attention_kernel(Q, K, V, O, F, L, HEADS, D, scale,
-                              q_b, q_f, q_l, q_h, k_b, k_f, k_l, k_h, v_b, v_f, v_l, v_h, o_b, o_f, o_l, o_h,
+                              q_b, q_f, q_l, q_h, q_d, k_b, k_f, k_l, k_h, k_d, v_b, v_f, v_l, v_h, v_d,
+                              o_b, o_f, o_l, o_h, o_d,
                               BLOCK_L: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One program: positions [pid·BLOCK_L, +BLOCK_L) of one (batch, head), all F query and key frames."""
+    """One program: positions [pid·BLOCK_L, +BLOCK_L) of one (batch, head), all F query and key frames. Every
+    operand is read or written through its own (b, f, l, h, d) strides; products and sums in float32."""
     pid_l = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // HEADS).to(tl.int64)
@@ -22,13 +24,12 @@ def temporal_attention_kernel(Q, K, V, O, F, L, HEADS, D, scale,
     d_mask = offs_d < D
     # keys/values of the block: (BLOCK_L, BLOCK_F, BLOCK_D), zero where padded
     kv_mask = l_mask[:, None, None] & f_mask[None, :, None] & d_mask[None, None, :]
-    k_ptr = K + b * k_b + h * k_h + offs_l[:, None, None] * k_l + offs_f[None, :, None] * k_f + offs_d[None, None, :]
-    v_ptr = V + b * v_b + h * v_h + offs_l[:, None, None] * v_l + offs_f[None, :, None] * v_f + offs_d[None, None, :]
-    k = tl.load(k_ptr, mask=kv_mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr, mask=kv_mask, other=0.0).to(tl.float32)
+    l3, f3, d3 = offs_l[:, None, None], offs_f[None, :, None], offs_d[None, None, :]
+    k = tl.load(K + b * k_b + h * k_h + l3 * k_l + f3 * k_f + d3 * k_d, mask=kv_mask, other=0.0).to(tl.float32)
+    v = tl.load(V + b * v_b + h * v_h + l3 * v_l + f3 * v_f + d3 * v_d, mask=kv_mask, other=0.0).to(tl.float32)
     row_mask = l_mask[:, None] & d_mask[None, :]  # (BLOCK_L, BLOCK_D)
-    q_base = Q + b * q_b + h * q_h + offs_l[:, None] * q_l + offs_d[None, :]
-    o_base = O + b * o_b + h * o_h + offs_l[:, None] * o_l + offs_d[None, :]
+    q_base = Q + b * q_b + h * q_h + offs_l[:, None] * q_l + offs_d[None, :] * q_d
+    o_base = O + b * o_b + h * o_h + offs_l[:, None] * o_l + offs_d[None, :] * o_d
     qscale = scale * 1.4426950408889634  # softmax with exp2: logits in base 2
     for i in range(0, F):  # query frame
         q = tl.load(q_base + i * q_f, mask=row_mask, other=0.0).to(tl.float32) * qscale

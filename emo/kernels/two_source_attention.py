@@ -4,17 +4,18 @@ Rows b < n_uncond (the uncond CFG half) attend to their own tokens; rows b >= n_
 [own tokens ‖ reference tokens of entry k_ref[ref_index[b - n_uncond]]]. The reference entries are stored once (a
 video has two) and each cond row names the one it reads, so no per-row copy of them is ever kept. One launch
 covers both halves; the softmax runs online across the two key sources (flash-attention style), so the
-(L + L_ref) key matrix is never built.
+(L + L_ref) key matrix is never built. Every operand is read through its own strides (the heads of a projection's
+(B, L, h·d) output need no copy).
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from . import registry
+from . import precision, registry
+from .launch import Launch, Tiles, pow2_block, strides
 
 
 def two_source_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ref: torch.Tensor,
@@ -29,37 +30,58 @@ def two_source_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return torch.cat([out_u, out_c])
 
 
-@functools.cache
-def _kernel():
-    from .two_source_attention_triton import attention_kernel  # Triton is optional: imported on first use
+# (dtype, head dim) -> tiles for SD1.5's head dims (40/80/160, padded to 64/128/256 in the kernel): float16 and
+# bfloat16 compile to wgmma, float32 (IEEE, no tensor cores) to FMA, all without register spills on sm_90
+# (`python -m emo.kernels.aot`).
+TILES: dict[tuple[torch.dtype, int], Tiles] = {
+    **{(dtype, d): t
+       for dtype in (torch.float16, torch.bfloat16)
+       for d, t in ((40, Tiles(128, 64, 8, 2)), (80, Tiles(64, 64, 4, 2)), (160, Tiles(64, 32, 8, 3)))},
+    **{(torch.float32, d): t for d, t in ((40, Tiles(32, 32)), (80, Tiles(32, 16)), (160, Tiles(16, 32)))},
+}
 
-    return attention_kernel
+
+def tiles(dtype: torch.dtype, d: int) -> tuple[Tiles, int]:
+    """(tiles, BLOCK_D): the table's entry, or a rule for other head dims and dtypes (float32, tests)."""
+    block_d = pow2_block(d, 16)
+    return TILES.get((dtype, d), Tiles(64, 64) if block_d <= 64 else Tiles(32, 32)), block_d
+
+
+def _output(q: torch.Tensor) -> torch.Tensor:
+    b, heads, length, d = q.shape
+    return q.new_empty(b, length, heads, d).transpose(1, 2)  # (b, h, l, d) over b l h d memory: merges for free
+
+
+def two_source_attention_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ref: torch.Tensor,
+                                v_ref: torch.Tensor, ref_index: torch.Tensor) -> tuple[Launch, torch.Tensor]:
+    """The kernel launch for these operands (any strides), and the output it writes."""
+    b, heads, length, d = q.shape
+    out = _output(q)
+    t, block_d = tiles(q.dtype, d)
+    launch = Launch("emo.kernels.two_source_attention_triton", "attention_kernel",
+                    (math.ceil(length / t.block_m), b * heads),
+                    (q, k, v, k_ref, v_ref, ref_index, out, length, k_ref.shape[2], b - ref_index.shape[0], heads, d,
+                     d ** -0.5,
+                     *strides(q, k, v, k_ref, v_ref, out)),
+                    dict(BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_D=block_d, PRECISION=precision.DOT_PRECISION),
+                    t.warps, t.stages)
+    return launch, out
 
 
 @torch.library.custom_op("emo::two_source_attention", mutates_args=())
 def two_source_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ref: torch.Tensor,
                             v_ref: torch.Tensor, ref_index: torch.Tensor) -> torch.Tensor:
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    k_ref, v_ref, ref_index = k_ref.contiguous(), v_ref.contiguous(), ref_index.contiguous()
-    b, heads, length, d = q.shape
-    out = torch.empty_like(q)
-    block_d = registry.pow2_block(d, 16)  # head dims 40/80/160 padded to a power of two
-    block_m, block_n = (64, 64) if block_d <= 64 else (32, 32)
-    grid = (math.ceil(length / block_m), b * heads)
-    _kernel()[grid](q, k, v, k_ref, v_ref, ref_index, out, length, k_ref.shape[2], b - ref_index.shape[0], heads,
-                    d, d ** -0.5,
-                    q.stride(0), q.stride(1), q.stride(2), k_ref.stride(0), k_ref.stride(1), k_ref.stride(2),
-                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch, out = two_source_attention_launch(q, k, v, k_ref, v_ref, ref_index.contiguous())
+    launch.run()
     return out
 
 
 @two_source_attention_op.register_fake
 def _(q, k, v, k_ref, v_ref, ref_index):
-    return torch.empty_like(q)
+    return _output(q)
 
 
 def two_source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ref: torch.Tensor,
                          v_ref: torch.Tensor, ref_index: torch.Tensor) -> torch.Tensor:
-    if registry.active("two_source_attention", q):
-        return two_source_attention_op(q, k, v, k_ref, v_ref, ref_index)
-    return two_source_attention_reference(q, k, v, k_ref, v_ref, ref_index)
+    return registry.dispatch("two_source_attention", two_source_attention_op, two_source_attention_reference,
+                             q, k, v, k_ref, v_ref, ref_index)
