@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -256,7 +255,7 @@ def test_bad_upload_answers_400_with_emo_runs_message(server, tmp_path, field, c
     error = r.json()["error"]
     assert match.lower() in error.lower() and "\n" not in error
     assert str(tmp_path) not in error and "emo-serve-" not in error, error  # no server paths
-    assert f"uploaded {field}" in error or field == "image" and case == "no face", error
+    assert f"uploaded {field}" in error, error
 
 
 CLI_OPTIONS = {"steps": "steps", "fps": "fps", "size": "size", "guidance": "guidance_scale",
@@ -390,3 +389,16 @@ def test_replica_killed_mid_render_fails_that_job_only(server, media):
     assert server.wait(after["id"], timeout=180)["state"] == "done"
     assert server.temp_left(timeout=180) == []
     assert 'emo_serve_failures_total{reason="replica_died"} 1.0' in server.get("/metrics").text
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--demo", "--replicas", "0"], "--replicas must be >= 1"),
+    (["--models", "no/such/dir"], "--models directory not found"),
+    ([], "give --models DIR, --engine-dir DIR or --demo"),
+])
+def test_bad_server_options_exit_2_before_starting_ray(args, match, capsys):
+    from emo.cli.serve import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emo-serve: error:") and match in err[0], err

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ..errors import InputError
 from .common import run_main
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, cluster_gpus: float, cores: int):
+    """Checked settings (cluster_gpus: the GPUs Ray sees, for --gpus-per-replica's default)."""
     from dataclasses import replace
 
     from ..serve.settings import Limits, ServeConfig
@@ -60,6 +62,9 @@ def _config(args: argparse.Namespace, cluster_gpus: float, cores: int):
         raise InputError(f"--max-queued must be >= 0 (got {args.max_queued})")
     if not (args.models or args.demo or args.engine_dir):
         raise InputError("give --models DIR, --engine-dir DIR or --demo")
+    for option, path in (("--models", args.models), ("--engine-dir", args.engine_dir)):
+        if path and not args.address and not Path(path).is_dir():  # (on a cluster it must exist on the nodes)
+            raise InputError(f"{option} directory not found: {path}")
     gpus = args.gpus_per_replica if args.gpus_per_replica is not None else (1.0 if cluster_gpus else 0.0)
     cpus = args.cpus_per_replica or (1.0 if gpus else float(max(1, cores // args.replicas)))
     limits = replace(Limits(), max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -73,6 +78,7 @@ def _config(args: argparse.Namespace, cluster_gpus: float, cores: int):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _config(args, 0, os.cpu_count() or 1)  # refuse bad options before Ray takes its time to start
     try:
         import ray
         from ray import serve

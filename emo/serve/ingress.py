@@ -177,6 +177,7 @@ class Ingress:
             job.state, job.started = RUNNING, time.time()
             job.clips, job.steps, job.frames_total = info["clips"], info["steps"], info["frames"]
             job.replica = {k: info[k] for k in ("replica", "node", "pid")}
+            job.faces_found = info["faces_found"]
             job.stream.write_bytes(b"")
             if job.frames is not None:
                 raw = np.lib.format.open_memmap(job.frames.with_name(job.frames.name + ".part"), mode="w+",

@@ -40,6 +40,7 @@ class Job:
     reason: str | None = None  # failure class: input, internal, replica_died
     error: str | None = None
     replica: dict[str, Any] | None = None
+    faces_found: int = 0  # more than 1: the largest was used
     response: Any = None  # the streaming DeploymentResponseGenerator, to cancel it
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -61,7 +62,8 @@ class Job:
                "settings": {"steps": self.run.steps, "size": self.run.size, "fps": self.run.fps,
                             "guidance_scale": self.run.guidance_scale, "frames_per_clip": self.run.frames,
                             "motion_frames": self.run.motion_frames, "seed": self.seed},
-               "error": self.error, "reason": self.reason, "replica": self.replica,
+               "faces_found": self.faces_found, "error": self.error, "reason": self.reason,
+               "replica": self.replica,
                "links": {"self": f"{base}/{self.id}", "video": f"{base}/{self.id}/video",
                          "stream": f"{base}/{self.id}/stream"}}
         if self.frames is not None:

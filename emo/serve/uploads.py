@@ -8,7 +8,6 @@ upload ("uploaded image"), never a server path.
 from __future__ import annotations
 
 import argparse
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,8 +29,6 @@ class CheckedInputs:
     seed: int
     image: bytes
     audio: bytes
-    audio_seconds: float
-    faces_found: int
 
 
 def run_options(demo: bool, form: dict) -> tuple[RunConfig, int]:
@@ -86,7 +83,7 @@ def check_inputs(d: Path, run: RunConfig, seed: int, model: ModelConfig, detecto
     image, audio = d / "image", d / "audio"
     _image_pixels(image, limits)
     try:
-        portrait, samples = decode_inputs(image, audio, run, model, detector, face_expand_ratio=face_expand_ratio)
+        _, samples = decode_inputs(image, audio, run, model, detector, face_expand_ratio=face_expand_ratio)
     except InputError as e:
         message = str(e).replace(str(image), "uploaded image").replace(str(audio), "uploaded audio")
         raise InputError(message.replace(str(d), "upload")) from None
@@ -94,8 +91,5 @@ def check_inputs(d: Path, run: RunConfig, seed: int, model: ModelConfig, detecto
     if seconds > limits.max_audio_seconds:
         raise TooLarge(f"uploaded audio is {seconds:.1f} s long; this server renders at most "
                        f"{limits.max_audio_seconds:g} s")
-    return CheckedInputs(run, seed, image.read_bytes(), audio.read_bytes(), seconds, portrait.faces_found)
+    return CheckedInputs(run, seed, image.read_bytes(), audio.read_bytes())
 
-
-def remove(d: Path) -> None:
-    shutil.rmtree(d, ignore_errors=True)
