@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of emo-serve on loopback: start it (demo model unless EMO_SERVE_ARGS says otherwise), send REQUESTS
-# renders from CLIENTS concurrent clients (429s retried after Retry-After), write the summary JSON under
-# bench/results/, stop the server.
+# renders from CLIENTS concurrent clients (a 429 is retried after its Retry-After, at most MAX_WAIT=30 s), write
+# the summary JSON under bench/results/, stop the server.
 #   bench/serve_load.sh [REQUESTS=96] [CLIENTS=16] [REPLICAS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,5 @@ for _ in $(seq 240); do
     sleep 1
 done
 python -m emo.serve.loadgen "$IMAGE" "$AUDIO" --url "http://127.0.0.1:$PORT" --requests "$REQUESTS" \
-    --clients "$CLIENTS" --form "$FORM" --out "$OUT"
+    --clients "$CLIENTS" --form "$FORM" --max-wait "${MAX_WAIT:-30}" --out "$OUT"
 echo "wrote $OUT"

@@ -391,6 +391,25 @@ def test_replica_killed_mid_render_fails_that_job_only(server, media):
     assert 'emo_serve_failures_total{reason="replica_died"} 1.0' in server.get("/metrics").text
 
 
+def test_finished_results_expire_after_the_ttl(tmp_path):
+    from emo.config import RUN_PRESETS
+    from emo.serve.jobs import DONE, RUNNING, JobTable
+
+    table = JobTable(tmp_path, ttl_s=60)
+    old, fresh, running = (table.new(RUN_PRESETS["tiny"], 1, frames_out=True) for _ in range(3))
+    for job in (old, fresh, running):
+        job.video.write_bytes(b"mp4")
+        job.stream.write_bytes(b"fmp4")
+        job.frames.write_bytes(b"npy")
+    old.state, old.finished = DONE, time.time() - 61
+    fresh.state, fresh.finished = DONE, time.time() - 59
+    running.state = RUNNING
+    assert table.expire() == 1
+    assert table.get(old.id) is None and table.get(fresh.id) is fresh and table.get(running.id) is running
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for j in (fresh, running) for p in (j.video, j.stream, j.frames))
+
+
 @pytest.mark.parametrize("args,match", [
     (["--demo", "--replicas", "0"], "--replicas must be >= 1"),
     (["--models", "no/such/dir"], "--models directory not found"),

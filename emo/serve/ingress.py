@@ -203,7 +203,7 @@ class Ingress:
                 os.replace(job.frames.with_name(job.frames.name + ".part"), job.frames)
                 raw = None
             job.state, job.finished, job.frames_done = DONE, time.time(), event[1]["frames"]
-            self._durations.append(job.finished - job.created)
+            self._durations.append(job.finished - (job.started or job.created))  # time on a replica
             self.metrics.completed.inc()
             self.metrics.frames.inc(job.frames_done)
             self.metrics.fps.set(job.frames_done / max(event[1]["seconds"], 1e-9))

@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=24)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--token")
+    p.add_argument("--attempts", type=int, default=30, help="429s a request takes before its client gives up")
+    p.add_argument("--max-wait", type=float, default=2.0, help="longest sleep after a 429 (else its Retry-After)")
     p.add_argument("--form", default="{}", help='render settings as JSON, e.g. \'{"size": 64, "steps": 1}\'')
     p.add_argument("--out", help="also write the summary and every outcome as JSON here")
     args = p.parse_args(argv)
     report = run_load(args.url, Path(args.image), Path(args.audio), json.loads(args.form), args.requests,
-                      args.clients, args.token)
+                      args.clients, args.token, args.attempts, args.max_wait)
     print(json.dumps(report.summary()))
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": report.summary(),
