@@ -2,8 +2,8 @@
 tests talk HTTP to it, run emo-run beside it, kill one of its replicas and drive its page in headless Chromium.
 
 One server is shared by the whole module (Ray takes ~20 s to start); tests that disturb it (the replica kill) run
-last. Replicas get one CPU each, so Ray gives each one torch thread; emo-run is run with OMP_NUM_THREADS=1 too,
-since float sums (and so the frames) depend on the thread count.
+last. Replicas get one CPU each, so each renders with one torch thread; emo-run is run with OMP_NUM_THREADS=1
+too, since float sums (and so the frames) depend on the thread count.
 """
 from __future__ import annotations
 

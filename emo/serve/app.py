@@ -18,7 +18,7 @@ def build_app(config: ServeConfig):
         RenderWorker, name="RenderWorker", num_replicas=config.replicas, max_ongoing_requests=1,
         max_queued_requests=config.limits.max_queued, graceful_shutdown_timeout_s=5,
         ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
-    ).bind(config.renderer, config.temp_dir)
+    ).bind(config.renderer, config.temp_dir, max(1, int(config.cpus_per_replica)))
     ingress = serve.deployment(
         serve.ingress()(Ingress), name="Ingress", num_replicas=1, max_ongoing_requests=1000,
         graceful_shutdown_timeout_s=5, ray_actor_options={"num_cpus": 0},

@@ -48,9 +48,13 @@ class Cancelled(Exception):
 
 
 class RenderWorker:
-    def __init__(self, renderer_options: dict, temp_dir: str | None = None):
+    def __init__(self, renderer_options: dict, temp_dir: str | None = None, threads: int | None = None):
+        import torch
+
         from ..cli.run import build_renderer
 
+        if threads:  # the CPUs Ray reserved for this replica (replicas sharing a machine must not oversubscribe)
+            torch.set_num_threads(threads)
         self.temp_dir = temp_dir
         sweep_orphans(temp_dir)  # what a killed predecessor on this host left behind
         self.renderer = build_renderer(argparse.Namespace(**renderer_options))
