@@ -18,29 +18,29 @@ PROG = "emo-run"
 
 
 def _parser() -> argparse.ArgumentParser:
-    d, demo = PRESETS["hallo-sd15"].run, PRESETS["tiny"].run
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("image", nargs="?", help="portrait image (PNG, JPEG, WebP, ...)")
     p.add_argument("audio", nargs="?", help="voice track (WAV, MP3, M4A, FLAC, OGG, or a video's audio)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
+    add_renderer_options(p, demo_help="tiny random model (or, with --engine-dir, its export) and demo settings; "
+                                      "built-in image and voice unless IMAGE and AUDIO are given")
+    add_run_options(p)
+    p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
+    p.add_argument("--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def add_renderer_options(p: argparse.ArgumentParser, demo_help: str) -> None:
+    """The options that choose and load a renderer (emo-run and emo-serve share them)."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--models", metavar="DIR", help="model directory in Hallo's pretrained_models layout")
-    src.add_argument("--demo", action="store_true",
-                     help="tiny random model (or, with --engine-dir, its export) and demo settings; built-in image "
-                          "and voice unless IMAGE and AUDIO are given")
+    src.add_argument("--demo", action="store_true", help=demo_help)
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime", "tensorrt"],
                    help="auto: with --engine-dir, tensorrt for emo-build-engine plans (on a GPU) or onnxruntime "
                         "for emo-export graphs; else torch-fast on a CUDA GPU, else torch")
     p.add_argument("--engine-dir", metavar="DIR",
                    help="graphs made by emo-export (onnxruntime) or plans made by emo-build-engine (tensorrt)")
-    p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {demo.steps})")
-    p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
-    p.add_argument("--fps", type=int, default=d.fps)
-    p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 (default {d.size}; "
-                                            f"demo {demo.size})")
-    p.add_argument("--frames-per-clip", type=int, default=d.frames)
-    p.add_argument("--motion-frames", type=int, default=d.motion_frames)
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
                    help="torch: fp32 (default), fp16 or bf16; onnxruntime: must match the exported graphs")
@@ -51,10 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-vocals", nargs="?", const="", metavar="MODEL.onnx",
                    help="separate the voice from music first with an MDX-Net ONNX model (default with --models: "
                         "DIR/audio_separator/Kim_Vocal_2.onnx); the video keeps the original audio")
-    p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
-    p.add_argument("--quiet", action="store_true", help="no progress or summary")
-    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
-    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The per-render settings (emo-serve takes the same ones, with the same defaults, as form fields)."""
+    d, demo = PRESETS["hallo-sd15"].run, PRESETS["tiny"].run
+    p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {demo.steps})")
+    p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
+    p.add_argument("--fps", type=int, default=d.fps)
+    p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 (default {d.size}; "
+                                            f"demo {demo.size})")
+    p.add_argument("--frames-per-clip", type=int, default=d.frames)
+    p.add_argument("--motion-frames", type=int, default=d.motion_frames)
+    p.add_argument("--seed", type=int, default=42)
 
 
 def _vocal_model(args: argparse.Namespace) -> str | None:
@@ -104,15 +113,26 @@ def _check_device(args: argparse.Namespace, backend: str) -> None:
                          f"({torch.cuda.device_count()} available)")
 
 
-def _renderer(args: argparse.Namespace, backend: str):
+def face_models_of(args: argparse.Namespace) -> str | None:
+    """--face-models, else DIR/face_analysis of --models when present."""
     from ..preprocess.face_models import default_face_models
+
+    return args.face_models or (default_face_models(args.models) if args.models else None)
+
+
+def build_renderer(args: argparse.Namespace):
+    """The Renderer that add_renderer_options' arguments ask for; the backend and device are checked before anything
+    is loaded."""
     from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
 
     import torch
 
-    faces = args.face_models or (default_face_models(args.models) if args.models else None)
-    pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=faces, vocal_separator=_vocal_model(args))
+    check_face_expand_ratio(args.face_expand_ratio)
+    backend = _backend(args)
+    _check_device(args, backend)
+    pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=face_models_of(args),
+               vocal_separator=_vocal_model(args))
     if backend == "onnxruntime":
         if not args.engine_dir:
             raise InputError("--backend onnxruntime needs --engine-dir DIR (make one with emo-export)")
@@ -147,8 +167,8 @@ def _renderer(args: argparse.Namespace, backend: str):
     return Renderer.from_model_dir(args.models, device=args.device, dtype=args.dtype or "fp32", **pre)
 
 
-def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
-    """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """add_run_options' arguments (steps and size default to the demo's with --demo) -> checked settings."""
     preset = PRESETS["tiny" if args.demo else "hallo-sd15"].run
     run = RunConfig(frames=args.frames_per_clip, motion_frames=args.motion_frames,
                     steps=args.steps if args.steps is not None else preset.steps,
@@ -156,6 +176,12 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
                     fps=args.fps)
     run.validate()
     check_seed(args.seed)
+    return run
+
+
+def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
+    """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
+    run = run_config(args)
     check_face_expand_ratio(args.face_expand_ratio)
     if (args.image is None) != (args.audio is None):
         raise InputError("give both IMAGE and AUDIO, or neither with --demo")
@@ -171,9 +197,7 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
 
 def _run(args: argparse.Namespace) -> int:
     run, image, audio = _settings(args)
-    backend = _backend(args)
-    _check_device(args, backend)
-    renderer = _renderer(args, backend)
+    renderer = build_renderer(args)
     progress = ProgressLine() if not args.quiet else None
     try:
         result = renderer.render(image, audio, args.output, run, seed=args.seed, frames_out=args.frames_out,

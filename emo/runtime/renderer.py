@@ -21,7 +21,7 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import ModelConfig, RunConfig
 from ..errors import InputError
 from ..geometry import Geometry
 from ..media.audio import load_audio
@@ -100,6 +100,34 @@ def _deliver(timer: StageTimer, frames_of: Callable[[], torch.Tensor], keep: int
         yield frames
 
 
+def face_analysis(face_models: str | Path | FaceModels | None) -> tuple[object, object | None]:
+    """-> (detector, embedder): InsightFace's SCRFD and ArcFace when given, else OpenCV's Haar cascades and no
+    embedder (prepare_portrait then computes a stand-in embedding)."""
+    if face_models is not None and not isinstance(face_models, FaceModels):
+        face_models = load_face_models(face_models)
+    if face_models is None:
+        return HaarFaceDetector(), None
+    return face_models.detector, face_models.embedder
+
+
+def decode_inputs(image: str | Path, audio: str | Path, run: RunConfig, cfg: ModelConfig, detector,
+                  embedder=None, vocal_separator: VocalSeparator | None = None, face_expand_ratio: float = 1.2,
+                  crop_scale: float = 2.0) -> tuple[Portrait, np.ndarray]:
+    """Check the settings, decode and check both inputs and find the face: everything prepare() does before the
+    model runs, so that a server can refuse bad uploads with the same messages before it queues a render."""
+    run.validate(cfg)
+    portrait = prepare_portrait(load_image(image), run.size, run.size // cfg.vae.downscale, detector,
+                                face_expand_ratio, crop_scale, embedder, source=str(image))
+    if vocal_separator is not None:
+        samples = vocal_separator.load_vocals(audio, run.sample_rate)
+    else:
+        samples = load_audio(audio, run.sample_rate)
+    if samples.shape[0] < run.sample_rate / run.fps:
+        raise InputError(f"audio {audio} is shorter than one video frame "
+                         f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
+    return portrait, samples
+
+
 class Renderer:
     """face_models: a directory of InsightFace ONNX models (Hallo's face_analysis) for SCRFD detection and the
     ArcFace embedding; without it faces are found by OpenCV's Haar cascades and the embedding is a stand-in.
@@ -115,10 +143,7 @@ class Renderer:
         self.backend = backend
         self.cfg = backend.cfg
         self.face_expand_ratio, self.crop_scale = face_expand_ratio, crop_scale
-        if face_models is not None and not isinstance(face_models, FaceModels):
-            face_models = load_face_models(face_models)
-        self.detector = face_models.detector if face_models else HaarFaceDetector()
-        self.embedder = face_models.embedder if face_models else None
+        self.detector, self.embedder = face_analysis(face_models)
         if vocal_separator is not None and not isinstance(vocal_separator, VocalSeparator):
             vocal_separator = VocalSeparator(vocal_separator)
         self.vocal_separator = vocal_separator
@@ -171,16 +196,8 @@ class Renderer:
 
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
-        run.validate(self.cfg)
-        portrait = prepare_portrait(load_image(image), run.size, run.size // self.cfg.vae.downscale, self.detector,
-                                    self.face_expand_ratio, self.crop_scale, self.embedder, source=str(image))
-        if self.vocal_separator is not None:
-            samples = self.vocal_separator.load_vocals(audio, run.sample_rate)
-        else:
-            samples = load_audio(audio, run.sample_rate)
-        if samples.shape[0] < run.sample_rate / run.fps:
-            raise InputError(f"audio {audio} is shorter than one video frame "
-                             f"({1000 * samples.shape[0] / run.sample_rate:.1f} ms)")
+        portrait, samples = decode_inputs(image, audio, run, self.cfg, self.detector, self.embedder,
+                                          self.vocal_separator, self.face_expand_ratio, self.crop_scale)
         with self._model_turn(reentrant=True):
             feats, frames = compute_audio_features(self.backend.audio_features, samples, run.fps, run.frames,
                                                    run.sample_rate)

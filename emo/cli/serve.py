@@ -1,0 +1,115 @@
+"""emo-serve: the renderer as an HTTP service on Ray Serve (a web page at /, the API under /v1, /metrics).
+
+Each render replica loads the model once and renders one job at a time; Ray Serve queues and routes the jobs. On
+one machine emo-serve starts Ray itself; on a cluster, `ray start` on every node and `emo-serve --address auto`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ..errors import InputError
+from .common import run_main
+from .run import add_renderer_options
+
+PROG = "emo-serve"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..serve.settings import Limits
+
+    d = Limits()
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    add_renderer_options(p, demo_help="the tiny random model (or, with --engine-dir, its export): a server that "
+                                      "runs on a laptop CPU")
+    p.add_argument("--replicas", type=int, default=1, help="render replicas, each with its own loaded model")
+    p.add_argument("--gpus-per-replica", type=float,
+                   help="GPUs for each replica (default: 1 when the Ray cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-replica", type=float,
+                   help="CPUs (and torch threads) for each replica (default: 1 with GPUs, else this machine's "
+                        "cores shared out)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="an existing Ray cluster (`auto`: the one `ray start` made on this node)")
+    p.add_argument("--max-queued", type=int, default=d.max_queued,
+                   help="renders waiting for a replica before new ones get 429")
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 2**20)
+    p.add_argument("--max-audio-seconds", type=float, default=d.max_audio_seconds)
+    p.add_argument("--max-size", type=int, default=d.max_size, help="largest output side a request may ask for")
+    p.add_argument("--result-ttl", type=float, default=d.result_ttl_s, help="seconds finished results are kept")
+    p.add_argument("--results-dir", metavar="DIR", help="where videos are kept (default: a private temp dir, "
+                                                        "removed at shutdown)")
+    p.add_argument("--temp-dir", metavar="DIR", help="where private upload dirs are made (default: the system's)")
+    p.add_argument("--token", help="bearer token required on every route but /healthz and the page "
+                                   "(default: $EMO_SERVE_TOKEN)")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def _config(args: argparse.Namespace, cluster_gpus: float, cores: int):
+    """Checked settings (cluster_gpus: the GPUs Ray sees, for --gpus-per-replica's default)."""
+    from dataclasses import replace
+
+    from ..serve.settings import Limits, ServeConfig
+
+    if args.replicas < 1:
+        raise InputError(f"--replicas must be >= 1 (got {args.replicas})")
+    if args.max_queued < 0:
+        raise InputError(f"--max-queued must be >= 0 (got {args.max_queued})")
+    if not (args.models or args.demo or args.engine_dir):
+        raise InputError("give --models DIR, --engine-dir DIR or --demo")
+    for option, path in (("--models", args.models), ("--engine-dir", args.engine_dir)):
+        if path and not args.address and not Path(path).is_dir():  # (on a cluster it must exist on the nodes)
+            raise InputError(f"{option} directory not found: {path}")
+    gpus = args.gpus_per_replica if args.gpus_per_replica is not None else (1.0 if cluster_gpus else 0.0)
+    cpus = args.cpus_per_replica or (1.0 if gpus else float(max(1, cores // args.replicas)))
+    limits = replace(Limits(), max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     max_audio_seconds=args.max_audio_seconds, max_size=args.max_size,
+                     max_queued=args.max_queued, result_ttl_s=args.result_ttl)
+    renderer = {k: getattr(args, k) for k in ("models", "demo", "backend", "engine_dir", "device", "dtype",
+                                              "face_expand_ratio", "face_models", "separate_vocals")}
+    return ServeConfig(renderer=renderer, replicas=args.replicas, gpus_per_replica=gpus, cpus_per_replica=cpus,
+                       limits=limits, results_dir=args.results_dir, temp_dir=args.temp_dir,
+                       token=args.token or os.environ.get("EMO_SERVE_TOKEN") or None)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _config(args, 0, os.cpu_count() or 1)  # refuse bad options before Ray takes its time to start
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise InputError('emo-serve needs Ray Serve: pip install -e ".[serve]"') from None
+    from ..serve.app import APP_NAME, build_app
+
+    if args.address:
+        ray.init(address=args.address, logging_level="WARNING")
+    else:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+    try:
+        config = _config(args, ray.cluster_resources().get("GPU", 0), os.cpu_count() or 1)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+        print(f"{PROG}: serving on http://{args.host}:{args.port}/ ({config.replicas} replica(s); "
+              f"API at /v1/renders, docs at /docs)", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        print(f"{PROG}: shutting down", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, _serve, _parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

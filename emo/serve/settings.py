@@ -1,0 +1,37 @@
+"""emo-serve's settings: the limits a server enforces and how its replicas are laid out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; anything over a limit is refused before it is queued."""
+
+    max_upload_bytes: int = 50 * 2**20  # the whole multipart body
+    max_audio_seconds: float = 120.0
+    max_size: int = 1024  # output side in pixels
+    max_image_pixels: int = 40_000_000  # decoded photo (also stops decompression bombs)
+    max_queued: int = 8  # accepted renders waiting for a replica; one more answers 429
+    result_ttl_s: float = 3600.0  # finished jobs and their files are deleted after this
+    retry_after_s: int = 10  # Retry-After on a 429 until render times are known
+
+
+LIMIT_PRESETS = {
+    "default": Limits(),
+    "demo": Limits(max_audio_seconds=30.0, max_size=256, max_queued=4),
+}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything the application is built from (emo-serve's command line, or a test)."""
+
+    renderer: dict  # emo-run's renderer options (models / engine_dir / demo, backend, device, dtype, faces, vocals)
+    replicas: int = 1
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
+    limits: Limits = field(default_factory=Limits)
+    results_dir: str | None = None  # default: a private temp dir, removed at shutdown
+    temp_dir: str | None = None  # where private per-job upload dirs are made (default: the system's)
+    token: str | None = None  # bearer token for every route but /healthz and the page

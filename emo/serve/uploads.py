@@ -1,0 +1,95 @@
+"""Checking a render request before it is queued: the form's settings and both uploads, with emo-run's own code.
+
+The settings go through emo-run's `run_config` (same defaults, same messages) and the uploads through
+`decode_inputs`, the part of Renderer.prepare that runs before the model: decoded by content (never by file name
+or extension), the face found with the replicas' detector, the audio decoded and measured. Messages name the
+upload ("uploaded image"), never a server path.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..config import ModelConfig, RunConfig
+from ..errors import InputError
+from .settings import Limits
+
+CHUNK = 1 << 20
+
+
+class TooLarge(InputError):
+    """An upload or a decoded input over one of the server's limits (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    run: RunConfig
+    seed: int
+    image: bytes
+    audio: bytes
+
+
+def run_options(demo: bool, form: dict) -> tuple[RunConfig, int]:
+    """Form fields (None: not given) -> emo-run's settings for them, checked as emo-run checks them, and the seed."""
+    from ..cli.run import add_run_options, run_config
+
+    p = argparse.ArgumentParser(add_help=False)
+    add_run_options(p)
+    args = p.parse_args([])
+    for name, value in form.items():
+        if value is not None:
+            setattr(args, name, value)
+    args.demo = demo
+    return run_config(args), args.seed
+
+
+def save_upload(src: BinaryIO, dest: Path, budget: int, what: str) -> int:
+    """Copy an upload into the private dir, refusing it past `budget` bytes -> its size."""
+    size = 0
+    with open(dest, "wb") as out:
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            if size > budget:
+                raise TooLarge(f"{what} is larger than this server accepts ({budget // 2**20} MiB)")
+            out.write(chunk)
+    if size == 0:
+        raise InputError(f"{what} is empty")
+    return size
+
+
+def _image_pixels(path: Path, limits: Limits) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise TooLarge(f"uploaded image is larger than {limits.max_image_pixels} pixels") from None
+    except Exception:  # not an image at all: decode_inputs says so in emo-run's words
+        return
+    if w * h > limits.max_image_pixels:
+        raise TooLarge(f"uploaded image is {w}x{h}, larger than {limits.max_image_pixels} pixels")
+
+
+def check_inputs(d: Path, run: RunConfig, seed: int, model: ModelConfig, detector, face_expand_ratio: float,
+                 limits: Limits) -> CheckedInputs:
+    """Check d/image and d/audio (saved by save_upload) for a render with `run` -> what a replica needs."""
+    from ..runtime.renderer import decode_inputs
+
+    if run.size > limits.max_size:
+        raise InputError(f"size must be <= {limits.max_size} on this server (got {run.size})")
+    image, audio = d / "image", d / "audio"
+    _image_pixels(image, limits)
+    try:
+        _, samples = decode_inputs(image, audio, run, model, detector, face_expand_ratio=face_expand_ratio)
+    except InputError as e:
+        message = str(e).replace(str(image), "uploaded image").replace(str(audio), "uploaded audio")
+        raise InputError(message.replace(str(d), "upload")) from None
+    seconds = samples.shape[0] / run.sample_rate
+    if seconds > limits.max_audio_seconds:
+        raise TooLarge(f"uploaded audio is {seconds:.1f} s long; this server renders at most "
+                       f"{limits.max_audio_seconds:g} s")
+    return CheckedInputs(run, seed, image.read_bytes(), audio.read_bytes())
+
