@@ -2,9 +2,9 @@
 
 A real-size case stores inputs and outputs only. Its weights (2.5 B parameters) are rebuilt from their names and
 shapes (`weight_recipe`), checked against the fingerprints the case records, and loaded through the `net.pth`
-loader into the `hallo-sd15` preset: the preset itself is under test, not a config read from the case. Effects
-too small to show on the tiny cases (the float16 rounding of the ReferenceNet's records) are above the
-tolerances here. Peak memory is about one float32 copy of the model (~10 GB).
+loader into the `hallo-sd15` preset: the preset itself is under test, not a config read from the case. Without
+the float16 rounding of the ReferenceNet's records, step 0 and the final latents are over their tolerances here,
+as on the tiny recipe cases. Peak memory is about one float32 copy of the model (~10 GB).
 """
 from __future__ import annotations
 
