@@ -11,18 +11,18 @@ from emo.config import TINY, Wav2VecConfig
 from emo.preprocess.audio_features import (AudioEncoder, compute_audio_features, frame_count, normalize_waveform,
                                            window_features)
 
-from .golden import GOLDEN_DIR, cases, load_case
+from .golden import REPO_GOLDEN_DIR, cases, load_case
 
-CASES = cases("hallo_audio")
-
-
-def test_golden_dir_has_audio_cases():
-    assert CASES, f"no hallo_audio golden case in {GOLDEN_DIR}"
+CASES = cases("audio")
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
-def test_audio_features_match_golden(path):
-    meta, t = load_case(path)
+def test_repository_has_audio_cases():
+    assert cases("audio", labels=("repo",)), f"no audio golden case in {REPO_GOLDEN_DIR}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_audio_features_match_golden(case):
+    meta, t = load_case(case)
     cfg = Wav2VecConfig.from_transformers(meta["wav2vec2_config"])
     enc = AudioEncoder.from_state_dict(cfg, {k[len("wav2vec."):]: v for k, v in t.items() if k.startswith("wav2vec.")})
     wav = t["in.waveform"].numpy()

@@ -13,9 +13,9 @@ from emo.config import HALLO_SD15, TINY
 from emo.models.hallo import HalloNet
 from emo.models.init import randomize_
 
-from .golden import GOLDEN_DIR
+from .golden import golden_file
 
-KEYS_TSV = GOLDEN_DIR / "hallo_sd15_net_keys.tsv"
+KEYS_TSV = golden_file("hallo_sd15_net_keys.tsv")
 
 # Parameter counts of the design table (millions, rounded as printed there).
 SD15_PARAMS_M = {"reference_unet": 859.5, "denoising_unet": 1525.5, "face_locator": 0.51, "imageproj": 1.58,
@@ -30,7 +30,7 @@ def _real_layout() -> dict[str, tuple[int, ...]]:
     return out
 
 
-needs_keys = pytest.mark.skipif(not KEYS_TSV.is_file(), reason="no hallo_sd15_net_keys.tsv in the golden dir")
+needs_keys = pytest.mark.skipif(KEYS_TSV is None, reason="no hallo_sd15_net_keys.tsv in the golden data")
 
 
 @needs_keys

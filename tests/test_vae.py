@@ -14,19 +14,16 @@ from emo.config import TINY, ModelConfig
 from emo.models.init import randomize_
 from emo.models.vae import VAE
 
-from .golden import GOLDEN_DIR, cases, load_case
+from .golden import cases, golden_vae, load_case
 
-CASES = cases("hallo_tiny")
+CASES = cases("model")
 
 
-@pytest.mark.parametrize("path", CASES or [None], ids=[p.name for p in CASES] or ["no-case"])
-def test_decode_matches_golden(path: Path | None):
-    if path is None:
-        pytest.skip(f"no hallo_tiny golden case in {GOLDEN_DIR}")
-    meta, t = load_case(path)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decode_matches_golden(case):
+    meta, t = load_case(case)
     cfg = ModelConfig.from_hallo(meta).vae
-    vae = VAE(cfg).eval()
-    vae.load_state_dict({k.removeprefix("vae."): v for k, v in t.items() if k.startswith("vae.")}, strict=True)
+    vae = golden_vae(meta, t, cfg)
     lat = t["out.final_latents"]
     b, c, f, h, w = lat.shape
     z = lat.transpose(1, 2).reshape(b * f, c, h, w) / cfg.scaling_factor  # b c f h w -> (b f) c h w

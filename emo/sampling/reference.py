@@ -8,6 +8,9 @@ interleaved), and each half b reads the records of its own motion frames.
 The ReferenceNet is 2D, so every image in that batch is independent: here the two reference records are computed
 once per video and only the n motion frames (down and mid blocks) once per clip. The numbers are the same. The two
 records' keys/values are kept once (the "entries"); each cond frame names the entry it reads (`reference_index`).
+
+Hallo hands the ReferenceNet's records to the denoiser in float16, in float32 runs too, and the denoiser promotes
+them back where it concatenates them: `as_recorded` reproduces that rounding.
 """
 from __future__ import annotations
 
@@ -18,6 +21,18 @@ from ..models.denoising_unet import DenoisingUNet
 from ..models.reference_unet import ReferenceUNet
 from ..models.transformer import RefKV
 from ..models.unet_layout import mid_record_index
+
+
+def as_recorded(record: torch.Tensor) -> torch.Tensor:
+    """A ReferenceNet record as the reference's denoiser reads it: rounded to float16, back in the compute dtype.
+
+    Hallo stores its recorded features in float16 whatever the run's dtype; at SD1.5 size skipping the rounding
+    moves the first step by ~6e-5. float16 runs are unchanged; bfloat16 ones are left alone (not every bfloat16
+    value fits float16's range, and the reference never runs in bfloat16).
+    """
+    if record.dtype in (torch.float32, torch.float64):
+        return record.to(torch.float16).to(record.dtype)
+    return record
 
 
 def reference_context(tokens: torch.Tensor, motion_frames: int) -> torch.Tensor:
@@ -33,7 +48,7 @@ def reference_kv(refnet: ReferenceUNet, denoiser: DenoisingUNet, ref_latent: tor
     context 0 (image 0 of Hallo's batch), entry 1 paired with context (1 + n) mod 2 (image 1 + n).
     """
     records = refnet(ref_latent.expand(2, -1, -1, -1), context)
-    return denoiser.reference_kv(records)
+    return denoiser.reference_kv([as_recorded(r) for r in records])
 
 
 def reference_index(frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -58,5 +73,5 @@ def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, context
     hm = Geometry.of_latent(cfg, motion_latents.shape[-1]).mid
     if n == 0:
         return motion_latents.new_zeros(2, 0, c, hm, hm)
-    rec = refnet(motion_latents.repeat(2, 1, 1, 1), context, up_to_mid=True)[mid_record_index(cfg)]
+    rec = as_recorded(refnet(motion_latents.repeat(2, 1, 1, 1), context, up_to_mid=True)[mid_record_index(cfg)])
     return rec.view(2, n, hm, hm, c).permute(0, 1, 4, 2, 3)  # (b s) (h w) c -> b s c h w
