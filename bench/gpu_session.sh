@@ -6,8 +6,10 @@
 #
 #   env        nvidia-smi, python3 and package versions, which dependencies import
 #   tests      every cuda-marked test (TF32 off), then the kernel tests on the GPU
-#   bench      emo-bench at real size: hallo-sd15 random weights, 512², 16 frames, 2 motion frames, 40 steps,
-#              CFG 3.5, fp16; torch vs torch-fast through the renderer's loop, with a torch.profiler table
+#   bench      emo-bench at real size: hallo-sd15 random weights, 512², 16 frames, 2 motion frames, 10 steps
+#              (per-step times scale to 40), CFG 3.5, fp16; torch vs torch-fast through the renderer's loop, with a
+#              torch.profiler table
+#   golden     the real-size golden case at fp32 / TF32 / fp16 / bf16 / fp16 with kernels: errors against Hallo
 #   attention  the two-source attention at real size under each SDPA back end and the Triton kernel
 #   memory     the meta-device memory estimate of a render
 #
@@ -15,7 +17,7 @@
 #         EMO_WHEELS=DIR: where the wheels are (default .wheels)
 #         EMO_GPU_DRY_RUN=1 bench/gpu_session.sh DIR   the same stages on the CPU at the tiny preset, with
 #         limits 4x as long (a shared CPU is slow); the tests run it so that this script cannot rot.
-# The stage limits add up to 510 s (+5 s grace each): under 9 minutes on one H100, whatever happens.
+# The stage limits add up to 560 s (+5 s grace each): under 10 minutes on one H100, whatever happens.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -82,19 +84,23 @@ if [ "$dry" = 1 ]; then
            --warmup 0 --out "$results/bench.json")
     attention=(python3 bench/attention_backends.py --device cpu --tiny --iters 1 --out "$results/attention.json")
     memory=(python3 bench/memory_estimate.py --preset tiny --dtype fp32 --out "$results/memory.json")
+    golden=(python3 bench/golden_precision.py --device cpu --kind model --variants fp32,bf16
+            --out "$results/golden.json")
 else
     tests_cuda=(python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests)
     tests_kernels=(python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py)
-    bench=(python3 -m emo.cli.bench --clips 2 --warmup 1 --profile 2 --out "$results/bench.json")
+    bench=(python3 -m emo.cli.bench --steps 10 --clips 1 --warmup 1 --profile 2 --out "$results/bench.json")
     attention=(python3 bench/attention_backends.py --out "$results/attention.json")
     memory=(python3 bench/memory_estimate.py --out "$results/memory.json")
+    golden=(python3 bench/golden_precision.py --out "$results/golden.json")
 fi
 
-stage env 30 bash -c env_check
-stage tests-cuda 130 "${tests_cuda[@]}"
-stage tests-kernels 90 "${tests_kernels[@]}"
+stage env 20 bash -c env_check
+stage tests-cuda 100 "${tests_cuda[@]}"
+stage tests-kernels 80 "${tests_kernels[@]}"
 stage bench 200 "${bench[@]}"
-stage attention 40 "${attention[@]}"
-stage memory 20 "${memory[@]}"
+stage golden 120 "${golden[@]}"
+stage attention 30 "${attention[@]}"
+stage memory 10 "${memory[@]}"
 cat "$summary"
 ! grep -qv -e '^stage' -e $'\tok\t' "$summary"

@@ -65,7 +65,7 @@ class Case:
 
 
 def _is_real_size(meta: dict) -> bool:
-    sd15 = preset("hallo-sd15")
+    sd15 = preset("hallo-sd15").model
     return dataclasses.replace(ModelConfig.from_hallo(meta), name=sd15.name) == sd15
 
 

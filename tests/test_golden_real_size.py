@@ -24,7 +24,7 @@ def test_repository_has_a_real_size_case():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_real_size_case(case):
     meta, t = load_case(case)
-    cfg = preset("hallo-sd15")
+    cfg = preset("hallo-sd15").model
     run = RunConfig.from_hallo(meta)
     net, vae = golden_net(meta, t, cfg), golden_vae(meta, t, cfg.vae)
     out = run_case(net, vae, cfg, run, t)

@@ -1,5 +1,5 @@
 """bench/gpu_session.sh, dry run on the CPU: the same stages as on a GPU (environment, CUDA tests, kernel tests,
-emo-bench, attention back ends, memory estimate), each under its time limit, each leaving its log and JSON, and
+emo-bench, golden errors by precision, attention back ends, memory estimate), each under its time limit, each leaving its log and JSON, and
 the wheels it is given unpacked and importable without pip or a network."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["env", "tests-cuda", "tests-kernels", "bench", "attention", "memory"]
+STAGES = ["env", "tests-cuda", "tests-kernels", "bench", "golden", "attention", "memory"]
 
 
 def test_gpu_session_dry_run(tmp_path):
@@ -36,5 +36,8 @@ def test_gpu_session_dry_run(tmp_path):
     assert all(r["frames"] == 4 and r["fps"] > 0 for r in bench["results"].values())
     attention = json.loads((results / "attention.json").read_text())["results"]
     assert any("ms_p50" in r and r["max_abs_err"] < 1e-4 for r in attention)
+    golden = json.loads((results / "golden.json").read_text())["variants"]
+    assert golden["fp32"]["errors"]["video"]["max_abs"] < 2e-4  # the golden tests' own tolerance
+    assert golden["bf16"]["errors"]["video"]["max_abs"] > golden["fp32"]["errors"]["video"]["max_abs"]
     memory = json.loads((results / "memory.json").read_text())
     assert memory["estimated_peak_torch_bytes"] > memory["weights_bytes"] > 0
