@@ -164,3 +164,18 @@ def test_engine_dir_mismatches_are_refused(tmp_path, media, fp32_dir):
 def test_export_refuses_unknown_components(tmp_path):
     rc, err = _quiet(export_main, "--demo", "--out", str(tmp_path / "e"), "--components", "unet")
     assert rc == 2 and "unknown component(s) unet" in err
+
+
+def test_exports_one_component_at_a_time_add_to_the_directory(tmp_path):
+    """The same model exported one component per call into one directory: the manifest lists every graph exported
+    so far (ranges read back from the manifest equal fresh ones); other ranges start a new manifest."""
+    out = tmp_path / "e"
+    for part in ("imageproj", "face_locator"):
+        rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", part, "--skip-checks")
+        assert rc == 0, err
+    m = read_manifest(out, "onnx", ("imageproj", "face_locator"))
+    assert set(m.components) == {"imageproj", "face_locator"}
+    rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", "audioproj", "--skip-checks",
+                     "--max-audio-seconds", "5")
+    assert rc == 0, err
+    assert set(read_manifest(out, "onnx").components) == {"audioproj"}
