@@ -15,7 +15,7 @@ from emo.export.exporter import export_models
 from emo.runtime.models import demo_models
 from emo.trt_flavours import FLAVOURS, installed_flavours
 
-pytestmark = pytest.mark.trt
+pytestmark = [pytest.mark.trt, pytest.mark.cuda]
 
 
 def _runnable_flavour() -> tuple[str, int]:
