@@ -27,7 +27,7 @@ from emo.calibration.media_set import CALIBRATION_VARIATIONS, HELD_OUT_VARIATION
 from emo.calibration.policy import POLICIES, WEIGHT_OPS
 from emo.calibration.qdq import quant_targets, quantize_graph
 from emo.calibration.record import RecordingBackend, render_pairs
-from emo.config import RUN_PRESETS
+from emo.config import PRESETS
 from emo.export.exporter import export_models
 from emo.export.graphs import component_module
 from emo.io_spec import component_specs
@@ -115,7 +115,7 @@ def main() -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     models = demo_models()
-    run = RUN_PRESETS["tiny"]
+    run = PRESETS["tiny"].run
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -88,6 +89,15 @@ def file_sha256(*paths: Path) -> str:
             while chunk := f.read(1 << 24):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def check_audio_length(ranges: ShapeRanges, longest: int, samples: int) -> None:
+    """Refuse audio of `samples` (padded to whole clips) longer than the exported audio encoder's `longest`."""
+    if samples > longest:
+        seconds = samples / ranges.sample_rate
+        raise EngineDirError(f"audio of {seconds:.1f} s (padded to whole clips) is longer than the exported audio "
+                             f"encoder accepts ({ranges.audio_seconds[2]:g} s); re-export with emo-export "
+                             f"--max-audio-seconds {math.ceil(seconds)}, or split the audio")
 
 
 MAKER = {"onnx": "emo-export", "tensorrt": "emo-build-engine"}

@@ -1,5 +1,5 @@
-"""emo-build-engine with TensorRT for RTX, ahead of time on the CPU: every component of the tiny model built once
-per test run, the manifest, the runtime's binding plan against the IO spec, each refusal of an engine dir, one-line
+"""emo-build-engine with TensorRT for RTX, ahead of time on the CPU: every component of a small model built once
+per module, the manifest, the runtime's binding plan against the IO spec, each refusal of an engine dir, one-line
 build failures, and the runtime's import hygiene. Running the plans needs a GPU: see test_engine_gpu.py."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ import pytest
 
 from emo.cli.build_engine import main as build_main
 from emo.cli.run import main as run_main
+from emo.config import PRESETS, TINY
 from emo.engine.precision import network_typing
 from emo.errors import InputError
 from emo.export.exporter import export_models
@@ -35,6 +37,15 @@ pytest.importorskip("onnx")
 # same kind as a default build, only less tuned.
 FAST = ["--opt-level", "0", "--target", "sm_89", "--quiet"]
 ROOT = Path(__file__).resolve().parents[1]
+# The tiny model with one layer per UNet block and one temporal attention per motion module: every component and
+# kind of layer of the tiny model, the same IO spec layout and shape ranges, and a denoiser with half its layers,
+# which builds about three times faster (the denoiser is most of the build time). The GPU tests build the tiny model.
+MICRO = replace(TINY, name="micro", unet=replace(TINY.unet, layers_per_block=1),
+                motion=replace(TINY.motion, attention_blocks=1))
+
+
+def micro_models():
+    return demo_models(cfg=MICRO)
 
 
 def _cli(main, *args: str) -> tuple[int, str]:
@@ -50,16 +61,16 @@ def _one_line(err: str, prog: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("export") / "fp32"
-    export_models(demo_models(), d, "fp32")
+    export_models(micro_models(), d, "fp32", PRESETS["tiny"].ranges)
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def engine_dir(export_dir, tmp_path_factory) -> Path:
-    """Every component of the tiny model, through the command line, once per run."""
+    """Every component of the model, through the command line, once per module."""
     out = tmp_path_factory.mktemp("engine") / "plans"
     start = time.perf_counter()
     rc, err = _cli(build_main, str(export_dir), "--out", str(out), *FAST)
@@ -90,6 +101,9 @@ def test_every_component_built_and_described(engine_dir, export_dir):
     source = read_manifest(export_dir, "onnx")
     assert m.engine["flavour"] == "tensorrt-rtx" and m.engine["version"] == trt.__version__
     assert m.engine["targets"] == ["sm_89"] and m.engine["gpu"] is None and m.engine["optimization_level"] == 0
+    assert m.engine["user_allocation"]  # TensorRT for RTX: plans whose enqueue can be captured in a CUDA graph
+    ref_index = next(t for t in m.components["denoiser"].network_io if t["name"] == "ref_index")
+    assert (ref_index["mode"], ref_index["dtype"], ref_index["shape_input"]) == ("input", "int64", False)
     assert (m.precision, m.config_hash, m.weights_hash, m.ranges) == \
         (source.precision, source.config_hash, source.weights_hash, source.ranges)
     for name in COMPONENTS:
@@ -131,6 +145,102 @@ def test_binding_plan_matches_the_io_spec(engine_dir, component):
     for b in profile.bindings:
         assert TRT_DTYPES[io[b.name]["dtype"]] == b.dtype
         assert all(g == s or (isinstance(s, str) and g == -1) for g, s in zip(io[b.name]["shape"], b.shape))
+
+
+@pytest.fixture(scope="module")
+def step_protocol():
+    """(frames, motion frames) -> a first clip's conditioning and one step's inputs, as the step protocol hands them
+    to every backend (made by eager torch on the CPU, in the dtypes the tensorrt backend keeps them in for an fp32
+    engine), and the static buffers a captured step binds."""
+    import torch
+
+    from emo.runtime.backend import TorchBackend
+    from emo.runtime.renderer import Renderer
+    from emo.sampling.conditioning import StepSchedule
+    from emo.sampling.ddim import DDIM
+
+    from .media_factory import PORTRAIT, SPEECH
+
+    backend = TorchBackend(micro_models(), "cpu")
+    run = PRESETS["tiny"].run
+    prepared = Renderer(backend).prepare(PORTRAIT, SPEECH, run)
+
+    def make(frames: int, motion: int):
+        video = backend.prepare_video(prepared.portrait, motion)
+        clip = backend.prepare_clip(video, prepared.portrait.pixels.expand(motion, -1, -1, -1),
+                                    prepared.windows[:frames])
+        lat = run.size // backend.cfg.vae.downscale
+        schedule = StepSchedule(DDIM(backend.cfg.scheduler, run.steps).timesteps, run, backend.device, backend.dtype)
+        return clip, schedule.inputs(torch.zeros(1, 4, frames, lat, lat), 0)
+
+    return make
+
+
+def _described(feed) -> dict:
+    from emo.runtime.tensorrt_backend import dtype_name
+
+    return {k: (tuple(t.shape), dtype_name(t.dtype), False) for k, t in feed.items()}
+
+
+@pytest.mark.parametrize("frames, motion", [(4, 2), (3, 0)])
+def test_step_feed_is_what_the_denoiser_plan_binds(engine_dir, step_protocol, frames, motion):
+    """Every name the step protocol feeds (the conditioning's and the step's, reference entries and the int64
+    ref_index included) is a denoiser input of the plan, in its dtype and device memory, inside profile 0; the
+    static buffers a captured step binds are the same tensors, contiguous. What the plan does not bind is refused
+    in one line naming the input."""
+    from emo.runtime.static_step import StaticStep
+    from emo.runtime.tensorrt_engine_dir import check_feed
+
+    d, _ = open_engine_dir(engine_dir)
+    spec, plan = d.specs["denoiser"], d.plans["denoiser"]
+    clip, inputs = step_protocol(frames, motion)
+    feed = clip.feed() | inputs.feed()
+    assert set(feed) == {t.name for t in spec.inputs}
+    assert check_feed(spec, plan, _described(feed)) == 0
+    static = StaticStep.cloned(clip, inputs).feed()
+    assert _described(static) == _described(feed) and all(t.is_contiguous() for t in static.values())
+    assert feed["motion_features"].shape[1] == motion and feed["ref_index"].shape == (frames,)
+
+    def edited(name, value):
+        return _described(feed) | ({name: value} if value is not None else {})
+
+    ok = _described(feed)
+    for described, match in [
+        ({k: v for k, v in ok.items() if k != "ref_index"}, "denoiser: input ref_index is missing"),
+        (edited("ref_index", ((frames,), "int32", False)), "ref_index must be int64 in device memory (got int32"),
+        (edited("sample", (ok["sample"][0], "float32", True)), "sample must be float32 in device memory (got float32 "
+                                                               "in host memory)"),
+        (edited("ref_index_2", ((frames,), "int64", False)), "the engine has no input named ref_index_2"),
+        (edited("ref_index", ((frames + 1,), "int64", False)), "dimension frames is"),
+    ]:
+        with pytest.raises(EngineDirError, match=re.escape(match)):
+            check_feed(spec, plan, described)
+
+
+def test_shape_inputs_are_bound_from_host_memory(engine_dir):
+    from emo.runtime.tensorrt_engine_dir import check_feed
+
+    d, _ = open_engine_dir(engine_dir)
+    spec, plan = d.specs["audio_encoder"], d.plans["audio_encoder"]
+    samples = spec.dims["samples"].opt
+    assert check_feed(spec, plan, {"waveform": ((1, samples), "float32", False),
+                                   "num_frames": ((1,), "int64", True)}) == 0
+    with pytest.raises(EngineDirError, match="num_frames must be int64 in host memory"):
+        check_feed(spec, plan, {"waveform": ((1, samples), "float32", False), "num_frames": ((1,), "int64", False)})
+
+
+def test_scratch_is_shared_and_grows_without_freeing_what_contexts_hold():
+    """Contexts run one at a time on one stream and share one scratch buffer; a context keeps the buffer it was
+    bound to (a captured graph holds its address) when a bigger one replaces it."""
+    import torch
+
+    from emo.runtime.tensorrt_backend import Scratch
+
+    scratch = Scratch(torch.device("cpu"))
+    first = scratch.at_least(100)
+    assert scratch.at_least(50) is first and scratch.at_least(0) is first
+    bigger = scratch.at_least(101)
+    assert bigger is not first and bigger.numel() == 101 and first.numel() == 100 and scratch.at_least(101) is bigger
 
 
 def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, tmp_path):
@@ -305,7 +415,8 @@ def test_unparsable_graph_fails_in_one_line(export_dir, tmp_path):
     src.mkdir()
     for f in export_dir.iterdir():
         (src / f.name).write_bytes(f.read_bytes())
-    spec = component_specs(demo_models().cfg, read_manifest(src, "onnx").shape_ranges())["imageproj"]
+    m = read_manifest(src, "onnx")
+    spec = component_specs(m.model(), m.shape_ranges())["imageproj"]
     node = helper.make_node("Mystery", ["face_embedding"], ["image_tokens"], name="strange_node",
                             domain="com.example")
     graph = helper.make_graph([node], "g",

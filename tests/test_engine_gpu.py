@@ -15,7 +15,7 @@ from emo.export.exporter import export_models
 from emo.runtime.models import demo_models
 from emo.trt_flavours import FLAVOURS, installed_flavours
 
-pytestmark = pytest.mark.trt
+pytestmark = [pytest.mark.trt, pytest.mark.cuda]
 
 
 def _runnable_flavour() -> tuple[str, int]:
@@ -69,29 +69,71 @@ def test_auto_picks_tensorrt_for_plans_on_a_gpu(dirs, tmp_path):
     assert frames.shape[1:] == (128, 128, 3)
 
 
-def test_capture_and_eager_enqueue_agree(dirs):
-    """The replayed CUDA graph gives exactly what a plain enqueue gives, step after step."""
-    from dataclasses import replace
+def _steps(backend, prepared, run, latents: torch.Tensor) -> list[torch.Tensor]:
+    """The guided steps of a first clip through the step protocol, as float32 on the host."""
+    from emo.sampling.conditioning import StepSchedule
+    from emo.sampling.ddim import DDIM
 
-    from emo.config import RUN_PRESETS
+    video = backend.prepare_video(prepared.portrait, run.motion_frames)
+    motion = prepared.portrait.pixels.to(backend.device, backend.dtype).expand(run.motion_frames, -1, -1, -1)
+    clip = backend.prepare_clip(video, motion, prepared.windows[:run.frames])
+    schedule = StepSchedule(DDIM(backend.cfg.scheduler, run.steps).timesteps, run, backend.device,
+                            backend.dtype)
+    x = latents.to(backend.device, backend.dtype)
+    return [backend.step(clip, schedule.inputs(x, i)).float().cpu() for i in range(run.steps)]
+
+
+def _prepared(backend, run):
     from emo.runtime.renderer import Renderer
-    from emo.runtime.tensorrt_backend import TensorRTBackend
 
     from .media_factory import PORTRAIT, SPEECH
 
-    _, plans = dirs
-    graphs, eager = TensorRTBackend(plans), TensorRTBackend(plans, capture=False)
-    run = replace(RUN_PRESETS["tiny"], frames=4, motion_frames=2)
-    prepared = Renderer(graphs).prepare(PORTRAIT, SPEECH, run)
+    return Renderer(backend).prepare(PORTRAIT, SPEECH, run)
+
+
+def test_capture_and_eager_enqueue_agree(dirs):
+    """The replayed CUDA graph gives exactly what a plain enqueue of the same context gives, step after step, and
+    one step of the tensorrt backend matches the onnxruntime backend's on the same export."""
+    from dataclasses import replace
+
+    from emo.config import PRESETS
+    from emo.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from emo.runtime.tensorrt_backend import TensorRTBackend
+
+    export, plans = dirs
+    graphs, eager = TensorRTBackend(plans), TensorRTBackend(plans, cuda_graphs=False)
+    run = replace(PRESETS["tiny"].run, frames=4, motion_frames=2, steps=3)
+    prepared = _prepared(graphs, run)
     lat = run.size // graphs.cfg.vae.downscale
     latents = torch.randn(1, 4, run.frames, lat, lat, generator=torch.Generator().manual_seed(0))
-    outs = []
-    for be in (graphs, eager):
-        video = be.prepare_video(prepared.portrait, run.motion_frames)
-        motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(run.motion_frames, -1, -1, -1)
-        clip = be.prepare_clip(video, motion, prepared.windows[:run.frames])
-        x = latents.to(be.device, be.dtype)
-        outs.append([be.predict(clip, x, t, run).float().cpu() for t in (999, 500, 1)])
-    assert graphs._graphs and all(g.graph is not None for g in graphs._graphs.values())
-    for a, b in zip(*outs):
+    got, plain = _steps(graphs, prepared, run, latents), _steps(eager, prepared, run, latents)
+    assert graphs.captures == 1 and next(iter(graphs.step_cache.steps.values())).graph is not None
+    assert eager.captures == 1 and next(iter(eager.step_cache.steps.values())).graph is None
+    for a, b in zip(got, plain):
         assert torch.equal(a, b)
+    ort = _steps(OnnxRuntimeBackend(export), prepared, run, latents)
+    for a, b in zip(got, ort):
+        assert float((a - b).abs().max()) <= 2e-2 * max(1.0, float(b.abs().max()))  # TF32 on the GPU
+
+
+def test_graph_per_shape_bounded_and_settings_replayed(dirs, tmp_path):
+    """One captured step per shape (frames, size, motion frames), at most max_graphs of them; another guidance
+    scale replays the same graph with the new value."""
+    from dataclasses import replace
+
+    from emo.config import PRESETS
+    from emo.runtime.tensorrt_backend import TensorRTBackend
+
+    _, plans = dirs
+    backend = TensorRTBackend(plans, max_graphs=1)
+    base = replace(PRESETS["tiny"].run, frames=4, motion_frames=2, steps=2)
+    prepared = _prepared(backend, base)
+    lat = base.size // backend.cfg.vae.downscale
+    for run, captures in ((base, 1), (replace(base, frames=3, motion_frames=1), 2), (base, 3)):
+        latents = torch.randn(1, 4, run.frames, lat, lat, generator=torch.Generator().manual_seed(0))
+        _steps(backend, prepared, run, latents)
+        assert backend.captures == captures and len(backend.step_cache.steps) == 1
+    latents = torch.randn(1, 4, base.frames, lat, lat, generator=torch.Generator().manual_seed(0))
+    first = _steps(backend, prepared, base, latents)
+    other = _steps(backend, prepared, replace(base, guidance_scale=1.5), latents)
+    assert backend.captures == 3 and float((first[0] - other[0]).abs().max()) > 1e-4

@@ -218,3 +218,18 @@ def test_audio_longer_than_the_exported_range_is_refused_with_the_fix(tmp_path, 
     m = read_manifest(d, "onnx")
     assert m.shape_ranges().audio_seconds[2] == 90
     assert m.components["audio_encoder"].spec["dims"]["samples"]["max"] >= 90 * 16000
+
+
+def test_exports_one_component_at_a_time_add_to_the_directory(tmp_path):
+    """The same model exported one component per call into one directory: the manifest lists every graph exported
+    so far (ranges read back from the manifest equal fresh ones); other ranges start a new manifest."""
+    out = tmp_path / "e"
+    for part in ("imageproj", "face_locator"):
+        rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", part, "--skip-checks")
+        assert rc == 0, err
+    m = read_manifest(out, "onnx", ("imageproj", "face_locator"))
+    assert set(m.components) == {"imageproj", "face_locator"}
+    rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", "audioproj", "--skip-checks",
+                     "--max-audio-seconds", "5")
+    assert rc == 0, err
+    assert set(read_manifest(out, "onnx").components) == {"audioproj"}

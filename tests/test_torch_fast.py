@@ -67,7 +67,7 @@ def test_graph_cache_is_bounded_least_recently_used_first(media):
     shorter = dataclasses.replace(RUN, frames=3, motion_frames=1)
     for run, captures in ((RUN, 1), (shorter, 2), (RUN, 3)):  # each new shape evicts the other
         _frames(fast, media, run)
-        assert fast.backend.captures == captures and len(fast.backend._steps) == 1
+        assert fast.backend.captures == captures and len(fast.backend.step_cache.steps) == 1
     with pytest.raises(ValueError, match="max_graphs"):
         TorchFastBackend(demo_models(), "cpu", "fp32", kernels=(), max_graphs=0)
 
@@ -166,7 +166,7 @@ def test_cuda_graphs_replay_new_settings_without_capturing(media):
     backend = TorchFastBackend(demo_models(), "cuda", "fp16")
     eager = TorchBackend(demo_models(), "cuda", "fp16")
     _cuda_frames(backend, media)
-    assert backend.captures == 1 and backend._steps[next(iter(backend._steps))].graph is not None
+    assert backend.captures == 1 and next(iter(backend.step_cache.steps.values())).graph is not None
     other = dataclasses.replace(RUN, guidance_scale=2.0, motion_scale=(0.5, 1.5, 0.8))
     got, want = _cuda_frames(backend, media, other), _cuda_frames(eager, media, other)
     assert backend.captures == 1

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..config import RUN_PRESETS, RunConfig
+from ..config import PRESETS, RunConfig
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-calibrate"
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace, model_name: str) -> RunConfig:
-    preset = RUN_PRESETS.get(model_name, RUN_PRESETS["hallo-sd15"])
+    preset = PRESETS.get(model_name, PRESETS["hallo-sd15"]).run
     run = RunConfig(frames=args.frames_per_clip or preset.frames, motion_frames=preset.motion_frames,
                     steps=args.steps or preset.steps, size=args.size or preset.size)
     run.validate()

@@ -27,6 +27,7 @@ class BuildOptions:
     optimization_level: int = 3  # TensorRT's builder optimisation level, 0 (fast build) to 5
     workspace_gib: float | None = None  # cap on the builder's scratch memory
     refittable: bool = False  # weights can be replaced later without a rebuild
+    user_allocation: bool = False  # REQUIRE_USER_ALLOCATION: all memory from the runtime, so enqueues can be captured
 
 
 def _first_line(text: str) -> str:
@@ -99,7 +100,8 @@ def build_plan(trt: ModuleType, component: str, onnx_path: Path, spec: Component
     config.builder_optimization_level = options.optimization_level
     if options.workspace_gib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
-    for flag in typing.flags + (("REFIT",) if options.refittable else ()):
+    for flag in typing.flags + (("REFIT",) if options.refittable else ()) + \
+            (("REQUIRE_USER_ALLOCATION",) if options.user_allocation else ()):
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if options.targets:
         config.num_compute_capabilities = len(options.targets)

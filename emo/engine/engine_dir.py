@@ -133,10 +133,15 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     cfg, ranges = source.model(), source.shape_ranges()
     specs = component_specs(cfg, ranges)
     points = [default_point(ranges)] + [p for p in settings.points if p != default_point(ranges)]
-    options = BuildOptions(options_targets, settings.optimization_level, settings.workspace_gib, settings.refittable)
+    # TensorRT for RTX captures an enqueue in a CUDA graph only from a plan that takes all its memory from the
+    # runtime (which the tensorrt backend gives every context): set wherever the flavour has the flag
+    user_allocation = hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION")
+    options = BuildOptions(options_targets, settings.optimization_level, settings.workspace_gib, settings.refittable,
+                           user_allocation)
     engine = {"flavour": flavour.name, "version": trt.__version__, "targets": [sm_name(c) for c in targets],
               "gpu": gpu, "optimization_level": settings.optimization_level, "refittable": settings.refittable,
-              "workspace_gib": settings.workspace_gib, "opt_points": [list(p) for p in points],
+              "workspace_gib": settings.workspace_gib, "user_allocation": user_allocation,
+              "opt_points": [list(p) for p in points],
               "source_precision": source.precision,
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     manifest = _start_manifest(out_dir, source, settings.precision or source.precision, engine,

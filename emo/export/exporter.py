@@ -28,8 +28,9 @@ def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: Shape
         old = read_manifest(out_dir, "onnx")
     except EngineDirError:
         return fresh
-    same = (old.config_hash, old.weights_hash, old.precision, old.ranges) == \
-        (fresh.config_hash, fresh.weights_hash, fresh.precision, fresh.ranges)
+    # ranges compared as ShapeRanges: read back from JSON they hold lists, a fresh one tuples
+    same = (old.config_hash, old.weights_hash, old.precision, old.shape_ranges()) == \
+        (fresh.config_hash, fresh.weights_hash, fresh.precision, ranges)
     if same:
         fresh.components = old.components
     return fresh

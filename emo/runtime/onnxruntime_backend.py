@@ -7,7 +7,6 @@ by IO-spec name (`feed()`), the reference K/V as the two entries plus the per-fr
 """
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from ..geometry import Geometry
 from ..io_spec import ComponentSpec, component_specs
-from ..manifest import EngineDirError, read_manifest
+from ..manifest import EngineDirError, check_audio_length, read_manifest
 from ..preprocess.portrait import Portrait
 from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
 from ..sampling.reference import motion_context, reference_context, reference_index
@@ -91,13 +90,8 @@ class OnnxRuntimeBackend:
         return torch.float16 if self.manifest.components["denoiser"].precision == "fp16" else torch.float32
 
     def audio_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
-        longest = self.specs["audio_encoder"].dims["samples"].max
-        if waveform.numel() > longest:
-            r = self.manifest.shape_ranges()
-            seconds = waveform.numel() / r.sample_rate
-            raise EngineDirError(f"audio of {seconds:.1f} s (padded to whole clips) is longer than the exported audio "
-                                 f"encoder accepts ({r.audio_seconds[2]:g} s); re-export with emo-export "
-                                 f"--max-audio-seconds {math.ceil(seconds)}, or split the audio")
+        check_audio_length(self.manifest.shape_ranges(), self.specs["audio_encoder"].dims["samples"].max,
+                           waveform.numel())
         (feats,) = self.run("audio_encoder", {"waveform": waveform.reshape(1, -1).float(),
                                               "num_frames": np.array([num_frames], dtype=np.int64)})
         return torch.from_numpy(feats)

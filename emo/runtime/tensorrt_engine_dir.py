@@ -143,6 +143,31 @@ def select_profile(plan: list[ProfileBindings], shapes: dict[str, tuple[int, ...
     return min(plan, key=distance).index
 
 
+Feed = dict[str, tuple[tuple[int, ...], str, bool]]  # input name -> (shape, dtype name, in host memory)
+
+
+def check_feed(spec: ComponentSpec, plan: list[ProfileBindings], feed: Feed) -> int:
+    """The profile that runs `feed`; refused, in one line naming the input, when the feed is not what the binding
+    plan binds: other names, a shape outside the IO spec or the profile, another dtype or memory."""
+    extra = sorted(set(feed) - {t.name for t in spec.inputs})
+    if extra:
+        raise EngineDirError(f"{spec.name}: the engine has no input named {', '.join(extra)}")
+    problem = spec.check_shapes({k: v[0] for k, v in feed.items()})
+    if problem:
+        raise EngineDirError(problem)
+    bindings = [b for b in plan[0].bindings if b.mode == "input"]
+    index = select_profile(plan, {b.name: feed[b.name][0] for b in bindings if not b.host})
+    for b in (b for b in plan[index].bindings if b.mode == "input"):
+        shape, dtype, host = feed[b.name]
+        if (dtype, host) != (b.dtype, b.host):
+            raise EngineDirError(f"{spec.name}: {b.name} must be {b.dtype} in {'host' if b.host else 'device'} "
+                                 f"memory (got {dtype} in {'host' if host else 'device'} memory)")
+        lo, _, hi = b.shapes
+        if not all(a <= x <= c for a, x, c in zip(lo, shape, hi)):
+            raise EngineDirError(f"{spec.name}: {b.name} of shape {shape} is outside profile {index} ({lo} to {hi})")
+    return index
+
+
 @dataclass
 class EngineDir:
     directory: Path

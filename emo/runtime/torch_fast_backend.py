@@ -15,10 +15,6 @@ Without CUDA (tests) the same static-buffer path runs eagerly, so its bookkeepin
 """
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
-from dataclasses import dataclass, field
-
 import torch
 
 from ..kernels import registry
@@ -26,42 +22,7 @@ from ..sampling.clip import decode_frames, guided_step
 from ..sampling.conditioning import ClipConditioning, StepInputs
 from .backend import DecodedClip, TorchBackend, decoded_now
 from .models import Models
-
-
-def _copy_into(static: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
-    for name, dst in static.items():
-        dst.copy_(new[name])
-
-
-@dataclass
-class _StaticStep:
-    """The static buffers of the guided step for one shape (and, on CUDA, its captured graph)."""
-
-    clip: ClipConditioning
-    inputs: StepInputs
-    graph: "torch.cuda.CUDAGraph | None" = None
-    out: torch.Tensor | None = None
-    bound: dict[str, "weakref.ref | None"] = field(default_factory=lambda: {"video": None, "clip": None})
-
-    def bind(self, clip: ClipConditioning, inputs: StepInputs) -> None:
-        """Copy in what changed since the last call: the video's conditioning when another video comes, the clip's
-        when another clip comes, the step inputs always."""
-        video = self.clip.video.feed()
-        if self.bound["video"] is None or self.bound["video"]() is not clip.video:
-            _copy_into(video, clip.video.feed())
-            self.bound["video"] = weakref.ref(clip.video)
-        if self.bound["clip"] is None or self.bound["clip"]() is not clip:
-            _copy_into({k: t for k, t in self.clip.feed().items() if k not in video}, clip.feed())
-            self.bound["clip"] = weakref.ref(clip)
-        _copy_into(self.inputs.feed(), inputs.feed())
-
-
-def _cloned(clip: ClipConditioning, inputs: StepInputs) -> _StaticStep:
-    """Static buffers holding copies of `clip` and `inputs` (and bound to them)."""
-    levels, layers = len(clip.video.masks), len(clip.video.ref_kv)
-    static = ClipConditioning.from_feed({k: t.clone() for k, t in clip.feed().items()}, levels, layers)
-    return _StaticStep(static, StepInputs(**{k: t.clone() for k, t in inputs.feed().items()}),
-                       bound={"video": weakref.ref(clip.video), "clip": weakref.ref(clip)})
+from .static_step import StaticStep, StepCache
 
 
 class TorchFastBackend(TorchBackend):
@@ -76,14 +37,10 @@ class TorchFastBackend(TorchBackend):
         on_cuda = self.device.type == "cuda"
         if cuda_graphs and not on_cuda:
             raise ValueError("CUDA graphs need a CUDA device")
-        if max_graphs < 1:
-            raise ValueError("max_graphs must be >= 1")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
         self.decode_batch = decode_batch or self.decode_batch
-        self.max_graphs = max_graphs  # shapes kept (each holds static buffers; activations share one pool)
-        self.captures = 0  # static steps built (CUDA graph captures on a GPU): one per new shape, none per setting
-        self._steps: OrderedDict[tuple, _StaticStep] = OrderedDict()  # least recently used first
+        self.step_cache = StepCache(max_graphs)  # static steps by shape (activations of all graphs share one pool)
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.pipelined = on_cuda if overlap_decode is None else overlap_decode
         if self.pipelined and not on_cuda:
@@ -127,43 +84,32 @@ class TorchFastBackend(TorchBackend):
 
         return last, frames_of
 
-    def _run(self, static: _StaticStep) -> torch.Tensor:
+    @property
+    def captures(self) -> int:
+        """Static steps built (CUDA graph captures on a GPU): one per new shape, none per setting."""
+        return self.step_cache.captures
+
+    def _run(self, static: StaticStep) -> torch.Tensor:
         with registry.using(self.kernels):
             return guided_step(self.models.net.denoising_unet, static.clip, static.inputs)
 
     @torch.no_grad()
-    def _capture(self, clip: ClipConditioning, inputs: StepInputs) -> _StaticStep:
-        static = _cloned(clip, inputs)
-        if self.cuda_graphs:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up: kernel autotuning and allocator state before capture
-                    self._run(static)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            static.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(static.graph, pool=self._pool):
-                static.out = self._run(static)
-        self.captures += 1
-        return static
-
-    @staticmethod
-    def shape_key(clip: ClipConditioning, inputs: StepInputs) -> tuple:
-        """What a captured step depends on: the sample's shape and dtype (frames, latent size) and the number of
-        motion frames; never a value (timestep, guidance scale, motion scale live in static buffers)."""
-        return tuple(inputs.sample.shape), inputs.sample.dtype, clip.motion_features.shape[1]
+    def _capture(self, static: StaticStep) -> None:
+        if not self.cuda_graphs:
+            return
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: kernel autotuning and allocator state before capture
+                self._run(static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        static.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(static.graph, pool=self._pool):
+            static.out = self._run(static)
 
     @torch.no_grad()
     def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        key = self.shape_key(clip, inputs)
-        static = self._steps.get(key)
-        if static is None:
-            while len(self._steps) >= self.max_graphs:
-                self._steps.popitem(last=False)  # the least recently used shape
-            static = self._steps[key] = self._capture(clip, inputs)
-        else:
-            self._steps.move_to_end(key)
-            static.bind(clip, inputs)
+        static = self.step_cache.get(clip, inputs, self._capture)
         if static.graph is None:
             return self._run(static)
         static.graph.replay()
