@@ -17,7 +17,8 @@
 #         EMO_WHEELS=DIR: where the wheels are (default .wheels)
 #         EMO_GPU_DRY_RUN=1 bench/gpu_session.sh DIR   the same stages on the CPU at the tiny preset, with
 #         limits 4x as long (a shared CPU is slow); the tests run it so that this script cannot rot.
-# The stage limits add up to 560 s (+5 s grace each): under 10 minutes on one H100, whatever happens.
+# The stage limits add up to 540 s (+5 s grace each): under 10 minutes on one H100, whatever happens. The
+# headline measurements come first, so a session cut short keeps them.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -96,10 +97,10 @@ else
 fi
 
 stage env 20 bash -c env_check
+stage bench 190 "${bench[@]}"
+stage golden 110 "${golden[@]}"
 stage tests-cuda 100 "${tests_cuda[@]}"
 stage tests-kernels 80 "${tests_kernels[@]}"
-stage bench 200 "${bench[@]}"
-stage golden 120 "${golden[@]}"
 stage attention 30 "${attention[@]}"
 stage memory 10 "${memory[@]}"
 cat "$summary"

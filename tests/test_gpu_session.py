@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["env", "tests-cuda", "tests-kernels", "bench", "golden", "attention", "memory"]
+STAGES = ["env", "bench", "golden", "tests-cuda", "tests-kernels", "attention", "memory"]
 
 
 def test_gpu_session_dry_run(tmp_path):
