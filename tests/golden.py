@@ -140,7 +140,8 @@ def run_case(net: HalloNet, vae: VAE, cfg: ModelConfig, run: RunConfig,
                               run.motion_frames)
         clip = prepare_clip(net, vae, cfg, video, ref_image[1:], audio_tokens[0])
         step0 = denoiser_output(net, clip, t["out.step0_model_input"], t["out.step0_timestep"][0].long(),
-                                torch.tensor(run.motion_scale))
+                                torch.tensor(run.motion_scale, device=clip.audio_tokens.device,
+                                             dtype=clip.audio_tokens.dtype))
         latents = denoise(net, cfg, run, clip, t["out.init_latents"])
         frames = decode_frames(vae, latents, cfg.vae.scaling_factor)
     return {"audio_tokens": audio_tokens, "step0_model_output": step0, "final_latents": latents,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emo.config import RunConfig
+from emo.kernels import registry
 from emo.runtime.backend import TorchBackend
 from emo.runtime.models import demo_models
 from emo.runtime.renderer import Renderer
@@ -153,24 +154,29 @@ def test_cuda_graph_fast_path_within_the_low_precision_noise(media, dtype):
     the fast path may differ from fp32 by a few times what eager's own rounding costs, not more."""
     ref = _cuda_frames(TorchBackend(demo_models(), "cuda", "fp32"), media)
     eager = _cuda_frames(TorchBackend(demo_models(), "cuda", dtype), media)
-    fast_backend = TorchFastBackend(demo_models(), "cuda", dtype)
+    fast_backend = TorchFastBackend(demo_models(), "cuda", dtype, kernels=registry.KERNELS)  # every kernel on
     assert fast_backend.cuda_graphs and fast_backend.pipelined
     fast = _cuda_frames(fast_backend, media)
-    noise = np.abs(eager - ref).max()
-    assert 0 < noise < 0.1
+    noise = np.abs(eager - ref).max()  # the tiny random net amplifies rounding: 0.36 in fp16 on an H200
+    assert noise > 0 and np.isfinite(fast).all()
     assert np.abs(fast - ref).max() <= 4 * noise + 1e-3, (np.abs(fast - ref).max(), noise)
 
 
 @pytest.mark.cuda
 def test_cuda_graphs_replay_new_settings_without_capturing(media):
+    """A graph captured with one guidance/motion scale, replayed with others, gives what a graph captured with those
+    others gives (the same kernels either way: the comparison is not blurred by fp16 kernel-vs-eager noise)."""
     backend = TorchFastBackend(demo_models(), "cuda", "fp16")
-    eager = TorchBackend(demo_models(), "cuda", "fp16")
     _cuda_frames(backend, media)
     assert backend.captures == 1 and next(iter(backend.step_cache.steps.values())).graph is not None
     other = dataclasses.replace(RUN, guidance_scale=2.0, motion_scale=(0.5, 1.5, 0.8))
-    got, want = _cuda_frames(backend, media, other), _cuda_frames(eager, media, other)
+    got = _cuda_frames(backend, media, other)
     assert backend.captures == 1
-    assert np.abs(got - want).max() < 2e-2
+    fresh = TorchFastBackend(demo_models(), "cuda", "fp16")
+    want = _cuda_frames(fresh, media, other)
+    assert fresh.captures == 1
+    assert np.abs(got - want).max() < 1e-3
+    assert np.abs(got - _cuda_frames(backend, media)).max() > 1e-2  # the new settings did change the frames
 
 
 @pytest.mark.cuda

@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine-dir", metavar="DIR", help="emo-export graphs (for the onnxruntime backend)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--kernels", help="torch-fast's Triton kernels: all, none or names (default: all on a GPU, none "
-                                     "on the CPU, where Triton's interpreter would dominate)")
+    p.add_argument("--kernels", default="none",
+                   help="torch-fast's Triton kernels: all, none or names (default none, as torch-fast runs; on the "
+                        "CPU they would run in Triton's interpreter)")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions (torch and torch-fast)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="also profile one clip of STEPS denoising steps per backend with torch.profiler (top ops)")
@@ -226,12 +227,10 @@ def _driver_version() -> str | None:
         return None
 
 
-def _kernels(value: str | None, cuda: bool) -> tuple[str, ...]:
+def _kernels(value: str) -> tuple[str, ...]:
     from ..errors import InputError
     from ..kernels.registry import KERNELS
 
-    if value is None:
-        return KERNELS if cuda else ()
     names = KERNELS if value == "all" else () if value == "none" else tuple(n for n in value.split(",") if n)
     unknown = set(names) - set(KERNELS)
     if unknown:
@@ -268,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     if not names or set(names) - set(BACKENDS):
         raise InputError(f"--backends takes {', '.join(BACKENDS)}")
     dtype = args.dtype or ("fp16" if cuda else "fp32")
-    kernels = _kernels(args.kernels, cuda)
+    kernels = _kernels(args.kernels)
     models = demo_models(cfg=PRESETS[preset].model) if set(names) - {"onnxruntime"} else None
     assets = resources.files("emo") / "assets"
     image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")

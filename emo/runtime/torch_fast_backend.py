@@ -6,7 +6,10 @@
   every step of every clip and video: its inputs live in static buffers, the conditioning copied in when another
   video or clip comes, the timestep, guidance scale and motion scale copied in before every replay, so a new
   setting never captures again. All graphs share one memory pool and the cache holds `max_graphs` of them;
-- fused Triton kernels (emo.kernels) switched on for its calls only;
+- fused Triton kernels (emo.kernels), when asked for (`kernels=`), switched on for its calls only. None is on by
+  default: at real size on an H200 (hallo-sd15, 512², 16 frames, fp16) the step took 251 ms with all four and
+  228 ms with none (eager: 230 ms); cuDNN's fused attention beats the two-source kernel 3.7 ms to 10.4 ms at head
+  dim 40 (bench/results/2026-11-26-h200-gpu-session);
 - on CUDA, a clip's VAE decode split: the n frames the next clip needs as motion frames decoded at once, the
   others on a side stream while the next clip is denoised, copied to pinned host memory there without blocking
   (`pipelined`; the renderer yields one clip late, and waits only for that clip's copy).
@@ -30,7 +33,7 @@ class TorchFastBackend(TorchBackend):
     decode_batch = 8  # fp16 frames a VAE decode call: fewer launches, more memory
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
-                 cuda_graphs: bool | None = None, kernels: tuple[str, ...] = registry.KERNELS,
+                 cuda_graphs: bool | None = None, kernels: tuple[str, ...] = (),
                  overlap_decode: bool | None = None, decode_batch: int | None = None, max_graphs: int = 2,
                  channels_last: bool = False):
         super().__init__(models, device, dtype, channels_last)
