@@ -21,14 +21,20 @@ def make_media(tmp_path: Path, seconds: float) -> Path:
     return d
 
 
+def quiet(fn, *args: str) -> tuple[int, str]:
+    """Run a console script's main(argv) in-process, its output swallowed -> (exit code, stderr)."""
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        rc = fn(list(args))
+    return rc, err.getvalue()
+
+
 def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, list[str]]:
     """Run the CLI's main() in-process -> (exit code, stderr, names of the files in tmp_path/out)."""
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = main(list(args))
-    return rc, err.getvalue(), sorted(p.name for p in out_dir.iterdir())
+    rc, err = quiet(main, *args)
+    return rc, err, sorted(p.name for p in out_dir.iterdir())
 
 
 def assert_refused(tmp_path: Path, args: list[str], match: str, code: int | None = None) -> str:

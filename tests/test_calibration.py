@@ -2,9 +2,7 @@
 on the CPU, the accuracy gate on held-out inputs, and the Q/DQ arithmetic against an independent simulation."""
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +23,14 @@ from emo.export.exporter import export_models
 from emo.manifest import read_manifest
 from emo.runtime.models import demo_models
 
+from .cli_helpers import quiet
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 RUN = RunConfig(frames=8, motion_frames=2, steps=4, size=128)  # two chained clips of 8 frames per input
 SECONDS = 0.6
 QDQ_OPS = TRT10_OPS | {"QuantizeLinear", "DequantizeLinear"}
-
-
-def _quiet(fn, *args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = fn(list(args))
-    return rc, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +186,7 @@ def test_ort_qdq_matches_an_independent_simulation(tmp_path, fmt):
 
 def test_onnxruntime_renders_the_int8_export(tmp_path, int8_dir, pairs):
     pair = pairs[1][0]
-    rc, err = _quiet(run_main, str(pair.image), str(pair.audio), "--engine-dir", str(int8_dir), "--size", "128",
+    rc, err = quiet(run_main, str(pair.image), str(pair.audio), "--engine-dir", str(int8_dir), "--size", "128",
                      "--steps", "2", "--frames-per-clip", "8", "--quiet", "-o", str(tmp_path / "q.mp4"),
                      "--frames-out", str(tmp_path / "q.npy"))
     assert rc == 0, err
@@ -213,7 +206,7 @@ def test_cli_writes_below_the_gate_only_when_accepted(tmp_path):
     out = tmp_path / "int8"
     args = ["--demo", "--precision", "int8", "--out", str(out), "--seconds", "0.3", "--steps", "1",
             "--frames-per-clip", "8", "--components", "motion", "--min-psnr", "99"]
-    rc, err = _quiet(calibrate_main, *args, "--accept-accuracy-loss")
+    rc, err = quiet(calibrate_main, *args, "--accept-accuracy-loss")
     assert rc == 0, err
     gate = read_manifest(out, "onnx").quantization["gate"]
     assert not gate["passed"] and gate["accepted_loss"] and gate["frames"]["psnr_db"] < 99
@@ -225,11 +218,11 @@ def test_cli_input_errors_are_one_line(tmp_path):
     for args, match in ((["--calibration", str(tmp_path / "none")], "calibration folder not found"),
                         (["--calibration", str(tmp_path)], "no image + audio pair"),
                         (["--seconds", "0"], "--seconds must be > 0")):
-        rc, err = _quiet(calibrate_main, "--demo", "--precision", "fp8", "--out", str(out), *args)
+        rc, err = quiet(calibrate_main, "--demo", "--precision", "fp8", "--out", str(out), *args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
         assert not out.exists()
     (tmp_path / "file").write_text("x")
-    rc, err = _quiet(calibrate_main, "--demo", "--precision", "int8", "--out", str(tmp_path / "file"))
+    rc, err = quiet(calibrate_main, "--demo", "--precision", "int8", "--out", str(tmp_path / "file"))
     assert rc == 2 and "is not an export directory" in err
 
 

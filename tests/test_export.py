@@ -2,12 +2,10 @@
 full render through the onnxruntime backend against the torch backend."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -20,23 +18,17 @@ from emo.io_spec import COMPONENTS
 from emo.manifest import EngineDirError, read_manifest
 from emo.runtime.models import demo_models
 
+from .cli_helpers import quiet
 from .media_factory import portrait, voice, write_wav
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("polygraphy")
 
 
-def _quiet(fn, *args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = fn(list(args))
-    return rc, err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def fp32_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("engine") / "fp32"
-    rc, err = _quiet(export_main, "--demo", "--out", str(d))
+    rc, err = quiet(export_main, "--demo", "--out", str(d))
     assert rc == 0, err
     return d
 
@@ -106,7 +98,7 @@ RENDER = ["--size", "128", "--steps", "3", "--frames-per-clip", "8", "--motion-f
 
 def _render(tmp_path, media, name, *backend):
     out = tmp_path / f"{name}.npy"
-    rc, err = _quiet(run_main, str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER, *backend,
+    rc, err = quiet(run_main, str(media / "face.png"), str(media / "voice.wav"), "--demo", *RENDER, *backend,
                      "-o", str(tmp_path / f"{name}.mp4"), "--frames-out", str(out))
     assert rc == 0, err
     return np.load(out)
@@ -122,7 +114,7 @@ def test_onnxruntime_render_matches_torch(tmp_path, media, fp32_dir):
 
 def test_fp16_graphs_within_fp16_tolerance(tmp_path):
     d = tmp_path / "fp16"
-    rc, err = _quiet(export_main, "--demo", "--out", str(d), "--precision", "fp16",
+    rc, err = quiet(export_main, "--demo", "--out", str(d), "--precision", "fp16",
                      "--components", "imageproj,vae_decoder,denoiser")
     assert rc == 0, err
     m = read_manifest(d, "onnx")
@@ -133,7 +125,7 @@ def test_fp16_graphs_within_fp16_tolerance(tmp_path):
 
 
 def _refused(tmp_path, *args, match):
-    rc, err = _quiet(run_main, *args, "-o", str(tmp_path / "x.mp4"))
+    rc, err = quiet(run_main, *args, "-o", str(tmp_path / "x.mp4"))
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and match in lines[0], err
     assert not (tmp_path / "x.mp4").exists()
@@ -162,7 +154,7 @@ def test_engine_dir_mismatches_are_refused(tmp_path, media, fp32_dir):
 
 
 def test_export_refuses_unknown_components(tmp_path):
-    rc, err = _quiet(export_main, "--demo", "--out", str(tmp_path / "e"), "--components", "unet")
+    rc, err = quiet(export_main, "--demo", "--out", str(tmp_path / "e"), "--components", "unet")
     assert rc == 2 and "unknown component(s) unet" in err
 
 
@@ -212,7 +204,7 @@ def test_audio_longer_than_the_exported_range_is_refused_with_the_fix(tmp_path, 
     run = [str(media / "face.png"), str(media / "long.wav"), "--demo", *RENDER, "--engine-dir", str(fp32_dir)]
     _refused(tmp_path, *run, match="--max-audio-seconds 62")
     d = tmp_path / "long"
-    rc, err = _quiet(export_main, "--demo", "--out", str(d), "--components", "audio_encoder",
+    rc, err = quiet(export_main, "--demo", "--out", str(d), "--components", "audio_encoder",
                      "--max-audio-seconds", "90", "--skip-checks")
     assert rc == 0, err
     m = read_manifest(d, "onnx")
@@ -225,11 +217,11 @@ def test_exports_one_component_at_a_time_add_to_the_directory(tmp_path):
     so far (ranges read back from the manifest equal fresh ones); other ranges start a new manifest."""
     out = tmp_path / "e"
     for part in ("imageproj", "face_locator"):
-        rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", part, "--skip-checks")
+        rc, err = quiet(export_main, "--demo", "--out", str(out), "--components", part, "--skip-checks")
         assert rc == 0, err
     m = read_manifest(out, "onnx", ("imageproj", "face_locator"))
     assert set(m.components) == {"imageproj", "face_locator"}
-    rc, err = _quiet(export_main, "--demo", "--out", str(out), "--components", "audioproj", "--skip-checks",
+    rc, err = quiet(export_main, "--demo", "--out", str(out), "--components", "audioproj", "--skip-checks",
                      "--max-audio-seconds", "5")
     assert rc == 0, err
     assert set(read_manifest(out, "onnx").components) == {"audioproj"}
