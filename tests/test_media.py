@@ -129,3 +129,16 @@ def test_mp4_writer_is_atomic(tmp_path):
         w.write(np.zeros((10, 64, 64, 3), np.uint8))
     info = probe(out)
     assert (info["video_codec"], info["pix_fmt"], info["audio_codec"], info["frames"]) == ("h264", "yuv420p", "aac", 10)
+
+
+def test_opencv_without_haar_cascades_is_named_with_the_fix(monkeypatch):
+    """OpenCV 5 ships no CascadeClassifier: the fallback detector says so and how to go on, instead of an
+    AttributeError from deep inside."""
+    import cv2
+
+    from emo.preprocess.face import HaarFaceDetector
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(RuntimeError, match=r"has no Haar cascades: install opencv-python-headless < 5, or give "
+                                           r"InsightFace models with --face-models DIR"):
+        HaarFaceDetector().detect(np.zeros((64, 64, 3), np.uint8))

@@ -77,6 +77,9 @@ class HaarFaceDetector:
         if not hasattr(self._local, "faces"):
             import cv2
 
+            if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades out of its main package
+                raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar cascades: install "
+                                   "opencv-python-headless < 5, or give InsightFace models with --face-models DIR")
             root = cv2.data.haarcascades
             faces = [cv2.CascadeClassifier(root + n) for n in
                      ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")]
