@@ -31,7 +31,8 @@ class RecordingBackend(OnnxRuntimeBackend):
         super().__init__(engine_dir, "cpu", threads)
         self.feeds: dict[str, list[Feed]] = {c: [] for c in components}
 
-    def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor]) -> list[np.ndarray]:
+    def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor], keep_dtype: bool = False
+            ) -> list[np.ndarray]:
         if name in self.feeds:
             prec = self.manifest.components[name].precision
             self.feeds[name].append({
@@ -39,7 +40,7 @@ class RecordingBackend(OnnxRuntimeBackend):
                          isinstance(feed[t.name], torch.Tensor) else
                          np.ascontiguousarray(feed[t.name], dtype=t.numpy_dtype(prec)))
                 for t in self.specs[name].inputs})
-        return super().run(name, feed)
+        return super().run(name, feed, keep_dtype)
 
 
 def render_pairs(backend: OnnxRuntimeBackend, pairs: list[MediaPair], run: RunConfig, seed: int,
