@@ -13,7 +13,7 @@ import pytest
 from emo.cli.export import main as export_main
 from emo.cli.run import main as run_main
 from emo.export.checks import TRT10_OPS, check_graph
-from emo.export.verify import verify_export
+from emo.export.verify import FP16_ROUNDED, verify_export
 from emo.io_spec import COMPONENTS
 from emo.manifest import EngineDirError, read_manifest
 from emo.runtime.models import demo_models
@@ -40,11 +40,13 @@ def fp32_comparisons(fp32_dir):
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_every_graph_matches_torch_fp32(fp32_comparisons, component):
-    """Two operating points: the one the graph was traced at and one with other frames, motion frames and size."""
+    """Two operating points: the one the graph was traced at and one with other frames, motion frames and size.
+    Within 1e-4, except outputs made from the float16-rounded ReferenceNet records: one float16 ulp at their scale."""
     for point in ("trace", "other"):
         c = fp32_comparisons[(component, point)]
         assert c.max_ref > 1e-3  # the outputs are not trivially zero
-        assert c.max_abs <= 1e-4, c
+        limit = max(1e-4, c.max_ref * 2.0 ** -10) if component in FP16_ROUNDED else 1e-4
+        assert c.max_abs <= limit, c
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

@@ -26,7 +26,7 @@ from .launch import Launch
 
 SM90 = 90
 SM90_SHARED_BYTES = 227 * 1024  # the most shared memory one block may use on an H100
-TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64"}
 
 
 @dataclass(frozen=True)
