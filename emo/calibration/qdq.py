@@ -162,7 +162,8 @@ def quantize_graph(src: Path, dst: Path, amax: dict[str, float], policy: QuantPo
     model.graph.initializer.extend(new_inits)
     if fmt == "fp8":
         _to_opset_19(onnx, model)
-    big = model.ByteSize() > MAX_INLINE_BYTES
+    # summed per tensor: protobuf cannot size the whole model past 2 GB
+    big = sum(t.ByteSize() for t in model.graph.initializer) > MAX_INLINE_BYTES
     dst.with_name(dst.name + ".data").unlink(missing_ok=True)
     onnx.save_model(model, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
                     location=dst.name + ".data", size_threshold=1024)
