@@ -101,16 +101,19 @@ def _check_device(args: argparse.Namespace, backend: str) -> None:
         raise InputError(f"unknown device {args.device!r} (auto, cpu, cuda or cuda:N)")
     if backend == "torch-fast" and args.device == "cpu":
         raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
-    if backend == "onnxruntime" or not args.device.startswith("cuda"):
-        return
     import torch
 
-    if not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-    index = int(args.device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise InputError(f"--device {args.device}: there is no CUDA GPU {index} "
-                         f"({torch.cuda.device_count()} available)")
+    if backend != "onnxruntime" and args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
+        index = int(args.device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {args.device}: there is no CUDA GPU {index} "
+                             f"({torch.cuda.device_count()} available)")
+    if backend == "torch-fast" and not torch.cuda.is_available():
+        raise InputError("--backend torch-fast needs a CUDA GPU, and none is available (use --backend torch)")
+    if backend == "torch-fast" and args.dtype not in FAST_DTYPES:
+        raise InputError("--backend torch-fast runs fp16 or bf16 (use --backend torch for fp32)")
 
 
 def face_models_of(args: argparse.Namespace) -> str | None:
@@ -125,8 +128,6 @@ def build_renderer(args: argparse.Namespace):
     is loaded."""
     from ..runtime.models import demo_models, load_model_dir
     from ..runtime.renderer import Renderer
-
-    import torch
 
     check_face_expand_ratio(args.face_expand_ratio)
     backend = _backend(args)
@@ -156,10 +157,6 @@ def build_renderer(args: argparse.Namespace):
     if not (args.models or args.demo):
         raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
     if backend == "torch-fast":
-        if not torch.cuda.is_available():
-            raise InputError("--backend torch-fast needs a CUDA GPU, and none is available (use --backend torch)")
-        if args.dtype not in FAST_DTYPES:
-            raise InputError("--backend torch-fast runs fp16 or bf16 (use --backend torch for fp32)")
         models = demo_models() if args.demo else load_model_dir(args.models)
         return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16", **pre)
     if args.demo:
