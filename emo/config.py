@@ -326,6 +326,15 @@ TINY = ModelConfig(
 HALLO_SD15 = ModelConfig()
 
 
+def demo_config(vae_scaling_factor: float) -> ModelConfig:
+    """The trained demo model: tiny's architecture and compute with two heads of 16 channels (tiny's eight heads
+    of 4 cannot match reference and audio tokens well) and the latent scale of its own trained VAE."""
+    return dataclasses.replace(
+        TINY, name="demo", unet=dataclasses.replace(TINY.unet, heads=2),
+        motion=dataclasses.replace(TINY.motion, heads=2),
+        vae=dataclasses.replace(TINY.vae, scaling_factor=vae_scaling_factor))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named model with the run settings and export shape ranges that go with it: one record, so that a model,

@@ -126,6 +126,11 @@ class AudioEncoder(nn.Module):
     @torch.no_grad()
     def features(self, waveform: torch.Tensor, num_frames: int | torch.Tensor, lean: bool = True) -> torch.Tensor:
         """forward(); lean=False runs each stage on the whole sequence at once (what a traced graph holds)."""
+        return self.features_with_grad(waveform, num_frames, lean)
+
+    def features_with_grad(self, waveform: torch.Tensor, num_frames: int | torch.Tensor, lean: bool = False
+                           ) -> torch.Tensor:
+        """features() recording autograd (training the encoder)."""
         m = self.model
         param = m.feature_projection.projection.weight
         wav = waveform.reshape(1, -1).to(param.device, param.dtype)

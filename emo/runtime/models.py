@@ -81,15 +81,21 @@ def demo_models(seed: int = 0, cfg: ModelConfig = TINY) -> Models:
     return models
 
 
-def save_model_dir(models: Models, root: str | Path) -> Path:
-    """Write models in the Hallo layout (used for demo model dirs and tests of the loader)."""
+def save_model_dir(models: Models, root: str | Path, net_file: str = NET_FILES[0]) -> Path:
+    """Write models in the Hallo layout (the demo model, tests of the loader); net_file: one of NET_FILES."""
     from safetensors.torch import save_file
 
     from ..checkpoints.names import emo_to_hallo
 
+    if net_file not in NET_FILES:
+        raise ValueError(f"net_file must be one of {', '.join(NET_FILES)}")
     root = Path(root)
     (root / "hallo").mkdir(parents=True, exist_ok=True)
-    torch.save({emo_to_hallo(k): v for k, v in models.net.state_dict().items()}, root / NET_FILES[0])
+    net = {emo_to_hallo(k): v.contiguous() for k, v in models.net.state_dict().items()}
+    if net_file.endswith(".safetensors"):
+        save_file(net, str(root / net_file))
+    else:
+        torch.save(net, root / net_file)
     (root / CONFIG_FILE).write_text(json.dumps(models.cfg.to_dict()))
     vae_dir = root / VAE_DIR
     vae_dir.mkdir(exist_ok=True)

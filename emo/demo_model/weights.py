@@ -1,0 +1,34 @@
+"""The trained demo model shipped with the package: a model directory in Hallo's layout (net.safetensors under
+net.pth's names, the VAE in diffusers' layout, the audio encoder in transformers'), read by the loader every
+model directory goes through, and the record of how it was made."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from ..runtime.models import Models, save_model_dir
+
+TRAINING_RECORD = "training.json"
+
+
+def demo_model_dir() -> Path:
+    """Where the package keeps the trained demo model."""
+    return Path(str(resources.files("emo").joinpath("assets/demo_model")))
+
+
+def ship(models: Models, root: Path | None = None, training: dict | None = None) -> Path:
+    """Write `models` (+ the training record) as a model directory, replacing what is at `root` only once the
+    new directory is complete."""
+    root = Path(root) if root is not None else demo_model_dir()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    save_model_dir(models, tmp, net_file="hallo/net.safetensors")
+    if training is not None:
+        (tmp / TRAINING_RECORD).write_text(json.dumps(training, indent=1))
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return root
