@@ -10,6 +10,7 @@
 #              (per-step times scale to 40), CFG 3.5, fp16; torch vs torch-fast through the renderer's loop, with a
 #              torch.profiler table
 #   golden     the real-size golden case at fp32 / TF32 / fp16 / bf16 / fp16 with kernels: errors against Hallo
+#   demo       the trained demo model at fp16 / bf16 (torch and torch-fast): PSNR vs fp32 and lip-sync r
 #   attention  the two-source attention at real size under each SDPA back end and the Triton kernel
 #   memory     the meta-device memory estimate of a render
 #
@@ -87,6 +88,8 @@ if [ "$dry" = 1 ]; then
     memory=(python3 bench/memory_estimate.py --preset tiny --dtype fp32 --out "$results/memory.json")
     golden=(python3 bench/golden_precision.py --device cpu --kind model --variants fp32,bf16
             --out "$results/golden.json")
+    demo=(python3 bench/demo_precision.py --device cpu --dtypes fp32,bf16 --clips 1 --seconds 1 --steps 1
+          --out "$results/demo.json")
 else
     tests_cuda=(python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests)
     tests_kernels=(python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py)
@@ -94,11 +97,13 @@ else
     attention=(python3 bench/attention_backends.py --out "$results/attention.json")
     memory=(python3 bench/memory_estimate.py --out "$results/memory.json")
     golden=(python3 bench/golden_precision.py --out "$results/golden.json")
+    demo=(python3 bench/demo_precision.py --backends torch,torch-fast --out "$results/demo.json")
 fi
 
 stage env 20 bash -c env_check
-stage bench 190 "${bench[@]}"
+stage bench 160 "${bench[@]}"
 stage golden 110 "${golden[@]}"
+stage demo 30 "${demo[@]}"
 stage tests-cuda 100 "${tests_cuda[@]}"
 stage tests-kernels 80 "${tests_kernels[@]}"
 stage attention 25 "${attention[@]}"

@@ -28,9 +28,10 @@ from emo.geometry import Geometry
 from emo.models.hallo import HalloNet
 from emo.models.vae import VAE
 from emo.runtime.torch_fast_backend import TorchFastBackend
-from emo.sampling.clip import decode_frames, guided_step, prepare_clip, prepare_video
 from emo.sampling.conditioning import StepSchedule
 from emo.sampling.ddim import DDIM
+from emo.sampling.latents import decode_frames
+from emo.sampling.torch_model import guided_step, prepare_clip, prepare_video
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GIB = 2 ** 30
@@ -97,7 +98,7 @@ def estimate(preset: str, dtype: torch.dtype, run: RunConfig) -> dict:
         tokens = empty(f, cfg.audioproj.context_tokens, cfg.audioproj.output_dim)
         clip = prepare_clip(net, vae, cfg, video, empty(n, 3, size, size), tokens)
     video_bytes = _bytes(video.feed().values())
-    clip_bytes = _bytes(t for k, t in clip.feed().items() if k not in video.feed())
+    clip_bytes = _bytes(clip.own_feed().values())
     entries = _bytes(t for kv in video.ref_kv for t in kv)
     latents = empty(1, cfg.vae.latent_channels, f, geo.latent, geo.latent)
     steps = StepSchedule(DDIM(cfg.scheduler, run.steps).timesteps, run, meta, dtype)

@@ -31,7 +31,7 @@ from emo.config import PRESETS
 from emo.export.exporter import export_models
 from emo.export.graphs import component_module
 from emo.io_spec import component_specs
-from emo.runtime.models import demo_models
+from emo.checkpoints.model_dir import random_models
 
 POLICY = POLICIES["default"]
 
@@ -114,7 +114,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    models = demo_models()
+    models = random_models()
     run = PRESETS["tiny"].run
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

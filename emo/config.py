@@ -289,6 +289,26 @@ class RunConfig:
                    guidance_scale=r["guidance_scale"], motion_scale=tuple(r["motion_scale"]), size=r["width"])
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Overrides of a preset's RunConfig, None meaning "the preset's": the one way emo-run's options, emo-serve's
+    form fields and the Python API change render settings. Seeds are not render settings (see check_seed)."""
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    fps: int | None = None
+    size: int | None = None
+    frames: int | None = None  # frames per clip
+    motion_frames: int | None = None
+
+    def apply(self, base: RunConfig, model: ModelConfig | None = None) -> RunConfig:
+        """base with these overrides, checked (RunConfig.validate's one-line InputErrors)."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        run = dataclasses.replace(base, **given)
+        run.validate(model)
+        return run
+
+
 def _from_dict(cls, d: dict[str, Any], path: str = ""):
     """Build a (nested) config dataclass from a dict; a key the dataclass does not have is an error, named with
     its dotted path, so that a misspelt or foreign setting is never silently dropped."""
@@ -349,10 +369,13 @@ class Preset:
         return self.model.name
 
 
+DEMO_LATENT_SCALE = 0.72194  # the demo VAE's 1 / std of latent means, measured when it was trained
+TINY_RANGES = ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
+                          audio_seconds=(0.04, 4.0, 60.0))
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset(TINY, RunConfig(size=128, steps=4),
-           ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
-                       audio_seconds=(0.04, 4.0, 60.0))),
+    Preset(TINY, RunConfig(size=128, steps=4), TINY_RANGES),
+    Preset(demo_config(DEMO_LATENT_SCALE), RunConfig(size=128, steps=12), TINY_RANGES),
     Preset(HALLO_SD15, RunConfig(), ShapeRanges()),
 )}
 

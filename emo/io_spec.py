@@ -1,9 +1,9 @@
 """One IO spec per exportable component: names, dtypes, symbolic dimensions and their min/opt/max ranges.
 
-The same objects drive ONNX export (input/output names, dynamic axes), the optimisation profiles of an engine
+The same objects drive ONNX export (input/output names, dynamic axes), the optimisation profiles of a plan
 build, the runtime's checks and buffer shapes, and the tests. They are derived from a ModelConfig and a
-ShapeRanges, never read back from files: a runtime rebuilds them from the config stored in an engine dir's
-manifest and compares.
+ShapeRanges, never read back from files: a runtime rebuilds them from the config stored in the manifest of an
+export or plan directory and compares.
 
 Dimension names:
   frames (f), motion (n), motion2 (2n), images (VAE batch), batch (imageproj rows),

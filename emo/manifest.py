@@ -1,4 +1,6 @@
-"""The manifest of an engine directory: what was exported, from which model and weights, with which tools.
+"""The manifest of an ONNX export directory (emo-export) or a TensorRT plan directory (emo-build-engine): what was
+exported or built, from which model and weights, with which tools. "Engine directory" names either, as the
+`--engine-dir` option takes either.
 
 Written by emo-export (and emo-build-engine), read by the runtime, which rebuilds the IO specs from the stored
 model config and refuses a directory that does not match (format version, config hash, specs, files).
@@ -22,7 +24,7 @@ MANIFEST_FILE = "manifest.json"
 
 
 class EngineDirError(InputError):
-    """An engine directory that is missing, incomplete or made for another model, format or device."""
+    """An export or plan directory that is missing, incomplete or made for another model, format or device."""
 
 
 @dataclass
@@ -33,7 +35,7 @@ class GraphEntry:
     precision: str  # the graph's own precision ("fp32" for fp32-only components)
     spec: dict  # ComponentSpec.to_dict()
     export_seconds: float = 0.0
-    # engine dirs (emo-build-engine) only:
+    # plan directories (emo-build-engine) only:
     sha256: str | None = None  # of the plan file: a damaged plan is refused before TensorRT reads it
     source_sha256: str | None = None  # of the ONNX graph (+ its data file) the plan was built from
     profiles: list[dict] | None = None  # optimisation profiles: {"point", "shapes", "values"}, in engine order
@@ -53,7 +55,7 @@ class Manifest:
     components: dict[str, GraphEntry] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    engine: dict | None = None  # engine dirs: flavour, version, targets, typing, flags, source export
+    engine: dict | None = None  # plan directories: flavour, version, targets, typing, flags, source export
     quantization: dict = field(default_factory=dict)  # int8 / fp8 exports: policy, calibration, accuracy gate
 
     def model(self) -> ModelConfig:
@@ -104,7 +106,8 @@ MAKER = {"onnx": "emo-export", "tensorrt": "emo-build-engine"}
 
 
 def manifest_format(directory: str | Path) -> str | None:
-    """"onnx" or "tensorrt" for an engine dir, None when there is no readable manifest (for backend choice)."""
+    """"onnx" (an export directory) or "tensorrt" (a plan directory), None when there is no readable manifest
+    (for backend choice)."""
     try:
         return json.loads((Path(directory) / MANIFEST_FILE).read_text()).get("format")
     except (OSError, ValueError, AttributeError):
@@ -112,7 +115,8 @@ def manifest_format(directory: str | Path) -> str | None:
 
 
 def read_manifest(directory: str | Path, expect_format: str, components: tuple[str, ...] = ()) -> Manifest:
-    """Load and check an engine dir's manifest: version, config hash, IO specs, and that the files are there."""
+    """Load and check the manifest of an export directory (`expect_format` "onnx") or a plan directory
+    ("tensorrt"): version, config hash, IO specs, and that the files are there."""
     directory = Path(directory)
     path = directory / MANIFEST_FILE
     if not directory.is_dir():

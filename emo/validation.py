@@ -9,6 +9,7 @@ import math
 
 from .errors import InputError
 
+DEFAULT_SEED = 42  # the initial noise's seed when none is given (emo-run, emo-serve)
 SEED_RANGE = (0, 2**64 - 1)  # torch.Generator.manual_seed takes a 64-bit unsigned seed
 FACE_EXPAND_RANGE = (0.1, 4.0)  # beyond 2 the face region already covers the whole 2x crop
 

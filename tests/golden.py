@@ -27,7 +27,9 @@ from emo.checkpoints.state_dict import load_into
 from emo.config import ModelConfig, RunConfig, VAEConfig, preset
 from emo.models.hallo import HalloNet
 from emo.models.vae import VAE
-from emo.sampling.clip import decode_frames, denoise, denoiser_output, prepare_clip, prepare_video
+from emo.sampling.eager_clip import denoise
+from emo.sampling.latents import decode_frames
+from emo.sampling.torch_model import both_halves, prepare_clip, prepare_video
 
 from .weight_recipe import RECIPE, fingerprint, recipe_weights
 
@@ -139,9 +141,9 @@ def run_case(net: HalloNet, vae: VAE, cfg: ModelConfig, run: RunConfig,
         video = prepare_video(net, vae, cfg, ref_image[0], t["in.face_emb"][0], t["in.face_region"][0], masks,
                               run.motion_frames)
         clip = prepare_clip(net, vae, cfg, video, ref_image[1:], audio_tokens[0])
-        step0 = denoiser_output(net, clip, t["out.step0_model_input"], t["out.step0_timestep"][0].long(),
-                                torch.tensor(run.motion_scale, device=clip.audio_tokens.device,
-                                             dtype=clip.audio_tokens.dtype))
+        step0 = both_halves(net.denoising_unet, clip, t["out.step0_model_input"], t["out.step0_timestep"][0].long(),
+                            torch.tensor(run.motion_scale, device=clip.audio_tokens.device,
+                                         dtype=clip.audio_tokens.dtype))
         latents = denoise(net, cfg, run, clip, t["out.init_latents"])
         frames = decode_frames(vae, latents, cfg.vae.scaling_factor)
     return {"audio_tokens": audio_tokens, "step0_model_output": step0, "final_latents": latents,

@@ -21,7 +21,7 @@ from emo.errors import InputError
 from emo.export.checks import TRT10_OPS, check_graph
 from emo.export.exporter import export_models
 from emo.manifest import read_manifest
-from emo.runtime.models import demo_models
+from emo.checkpoints.model_dir import random_models
 
 from .cli_helpers import quiet
 
@@ -40,7 +40,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fp32_dir(work) -> Path:
-    export_models(demo_models(), work / "fp32", "fp32")
+    export_models(random_models(), work / "fp32", "fp32")
     return work / "fp32"
 
 

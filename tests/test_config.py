@@ -8,7 +8,7 @@ import pytest
 from emo.config import HALLO_SD15, PRESETS, TINY, ModelConfig, ShapeRanges, preset
 from emo.errors import InputError
 from emo.geometry import Geometry, size_unit
-from emo.runtime.models import CONFIG_FILE, demo_models, load_model_dir, save_model_dir
+from emo.checkpoints.model_dir import CONFIG_FILE, random_models, load_model_dir, save_model_dir
 
 
 def test_presets_tie_model_run_and_ranges():
@@ -35,7 +35,7 @@ def test_round_trip_and_unknown_keys_named():
 
 
 def test_model_dir_with_a_foreign_config_key_is_refused(tmp_path):
-    root = save_model_dir(demo_models(), tmp_path / "models")
+    root = save_model_dir(random_models(), tmp_path / "models")
     d = json.loads((root / CONFIG_FILE).read_text())
     d["vae"]["scale_factor"] = 0.2
     (root / CONFIG_FILE).write_text(json.dumps(d))

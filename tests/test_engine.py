@@ -26,8 +26,8 @@ from emo.errors import InputError
 from emo.export.exporter import export_models
 from emo.io_spec import COMPONENTS, component_specs
 from emo.manifest import EngineDirError, file_sha256, read_manifest
-from emo.runtime.models import demo_models
-from emo.runtime.tensorrt_engine_dir import TRT_DTYPES, check_target, open_engine_dir, select_profile
+from emo.checkpoints.model_dir import random_models
+from emo.tensorrt.plan_dir import TRT_DTYPES, check_target, open_plan_dir, select_profile
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX is not installed "
                                                           "(pip install 'emo-runtime[tensorrt-rtx]')")
@@ -45,7 +45,7 @@ MICRO = replace(TINY, name="micro", unet=replace(TINY.unet, layers_per_block=1),
 
 
 def micro_models():
-    return demo_models(cfg=MICRO)
+    return random_models(cfg=MICRO)
 
 
 def _cli(main, *args: str) -> tuple[int, str]:
@@ -129,7 +129,7 @@ def test_shape_input_gets_profile_values(engine_dir):
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_binding_plan_matches_the_io_spec(engine_dir, component):
-    d, _ = open_engine_dir(engine_dir)
+    d, _ = open_plan_dir(engine_dir)
     spec = d.specs[component]
     (profile,) = d.plans[component]
     names = [t.name for t in (*spec.inputs, *spec.outputs)]
@@ -177,7 +177,7 @@ def step_protocol():
 
 
 def _described(feed) -> dict:
-    from emo.runtime.tensorrt_backend import dtype_name
+    from emo.runtime.graph_backend import dtype_name
 
     return {k: (tuple(t.shape), dtype_name(t.dtype), False) for k, t in feed.items()}
 
@@ -189,9 +189,9 @@ def test_step_feed_is_what_the_denoiser_plan_binds(engine_dir, step_protocol, fr
     static buffers a captured step binds are the same tensors, contiguous. What the plan does not bind is refused
     in one line naming the input."""
     from emo.runtime.static_step import StaticStep
-    from emo.runtime.tensorrt_engine_dir import check_feed
+    from emo.tensorrt.plan_dir import check_feed
 
-    d, _ = open_engine_dir(engine_dir)
+    d, _ = open_plan_dir(engine_dir)
     spec, plan = d.specs["denoiser"], d.plans["denoiser"]
     clip, inputs = step_protocol(frames, motion)
     feed = clip.feed() | inputs.feed()
@@ -218,9 +218,9 @@ def test_step_feed_is_what_the_denoiser_plan_binds(engine_dir, step_protocol, fr
 
 
 def test_shape_inputs_are_bound_from_host_memory(engine_dir):
-    from emo.runtime.tensorrt_engine_dir import check_feed
+    from emo.tensorrt.plan_dir import check_feed
 
-    d, _ = open_engine_dir(engine_dir)
+    d, _ = open_plan_dir(engine_dir)
     spec, plan = d.specs["audio_encoder"], d.plans["audio_encoder"]
     samples = spec.dims["samples"].opt
     assert check_feed(spec, plan, {"waveform": ((1, samples), "float32", False),
@@ -234,7 +234,7 @@ def test_scratch_is_shared_and_grows_without_freeing_what_contexts_hold():
     bound to (a captured graph holds its address) when a bigger one replaces it."""
     import torch
 
-    from emo.runtime.tensorrt_backend import Scratch
+    from emo.runtime.tensorrt_runner import Scratch
 
     scratch = Scratch(torch.device("cpu"))
     first = scratch.at_least(100)
@@ -249,7 +249,7 @@ def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, t
     rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", parts, "--opt-point", "8,2,192",
                    *FAST)
     assert rc == 0, err
-    d, _ = open_engine_dir(out, components=tuple(parts.split(",")))
+    d, _ = open_plan_dir(out, components=tuple(parts.split(",")))
     assert len(d.plans["imageproj"]) == 1  # depends on no opt-point dimension: one profile
     default, extra = d.plans["face_locator"]
     assert (default.point, extra.point) == ((4, 2, 128), (8, 2, 192))
@@ -268,7 +268,7 @@ def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, t
 
 def _refused(d: Path, match: str) -> None:
     with pytest.raises(EngineDirError, match=re.escape(match)):
-        open_engine_dir(d)
+        open_plan_dir(d)
     rc, err = _cli(run_main, "--demo", "--backend", "tensorrt", "--engine-dir", str(d), "-o", str(d / "x.mp4"))
     assert rc == 2 and match in _one_line(err, "emo-run"), err
     assert not (d / "x.mp4").exists()
@@ -329,7 +329,7 @@ def test_refuses_another_flavour(engine_dir, tmp_path):
 
 def test_refuses_an_export_dir_and_unknown_makers(export_dir, engine_dir, tmp_path):
     with pytest.raises(EngineDirError, match="holds onnx graphs, this backend runs tensorrt"):
-        open_engine_dir(export_dir)
+        open_plan_dir(export_dir)
     d = _copy(engine_dir, tmp_path / "d")
     _edit_manifest(d, lambda raw: raw.update(engine=None))
     _refused(d, "was not built by emo-build-engine")
@@ -485,7 +485,7 @@ def test_runtime_never_imports_the_builder_or_the_exporter():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("emo.engine", "emo.export")):
                 bad.append(f"{path.name}: from {node.module}")
     assert not bad, bad
-    code = ("import sys, emo.runtime.renderer, emo.runtime.tensorrt_backend, emo.runtime.tensorrt_engine_dir, "
+    code = ("import sys, emo.runtime.renderer, emo.runtime.tensorrt_backend, emo.tensorrt.plan_dir, "
             "emo.runtime.onnxruntime_backend, emo.cli.run; "
             "print(sorted(m for m in sys.modules if m.startswith(('emo.engine', 'emo.export'))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

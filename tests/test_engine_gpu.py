@@ -12,8 +12,8 @@ import torch
 from emo.cli.build_engine import main as build_main
 from emo.cli.run import main as run_main
 from emo.export.exporter import export_models
-from emo.runtime.models import demo_models
-from emo.trt_flavours import FLAVOURS, installed_flavours
+from emo.checkpoints.model_dir import random_models
+from emo.tensorrt.flavours import FLAVOURS, installed_flavours
 
 pytestmark = [pytest.mark.trt, pytest.mark.cuda]
 
@@ -34,7 +34,7 @@ def _runnable_flavour() -> tuple[str, int]:
 def dirs(tmp_path_factory):
     flavour, cc = _runnable_flavour()
     root = tmp_path_factory.mktemp("trt")
-    export_models(demo_models(), root / "export", "fp32")
+    export_models(random_models(), root / "export", "fp32")
     args = [str(root / "export"), "--out", str(root / "plans"), "--flavour", flavour, "--quiet"]
     if flavour == "tensorrt-rtx":
         args += ["--target", f"sm_{cc}"]
@@ -73,6 +73,7 @@ def _steps(backend, prepared, run, latents: torch.Tensor) -> list[torch.Tensor]:
     """The guided steps of a first clip through the step protocol, as float32 on the host."""
     from emo.sampling.conditioning import StepSchedule
     from emo.sampling.ddim import DDIM
+    from emo.sampling.step_plan import GUIDED
 
     video = backend.prepare_video(prepared.portrait, run.motion_frames)
     motion = prepared.portrait.pixels.to(backend.device, backend.dtype).expand(run.motion_frames, -1, -1, -1)
@@ -80,7 +81,7 @@ def _steps(backend, prepared, run, latents: torch.Tensor) -> list[torch.Tensor]:
     schedule = StepSchedule(DDIM(backend.cfg.scheduler, run.steps).timesteps, run, backend.device,
                             backend.dtype)
     x = latents.to(backend.device, backend.dtype)
-    return [backend.step(clip, schedule.inputs(x, i)).float().cpu() for i in range(run.steps)]
+    return [backend.step(clip, schedule.inputs(x, i), GUIDED).float().cpu() for i in range(run.steps)]
 
 
 def _prepared(backend, run):

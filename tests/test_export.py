@@ -16,7 +16,7 @@ from emo.export.checks import TRT10_OPS, check_graph
 from emo.export.verify import FP16_ROUNDED, verify_export
 from emo.io_spec import COMPONENTS
 from emo.manifest import EngineDirError, read_manifest
-from emo.runtime.models import demo_models
+from emo.checkpoints.model_dir import random_models
 
 from .cli_helpers import quiet
 from .media_factory import portrait, voice, write_wav
@@ -35,7 +35,7 @@ def fp32_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp32_comparisons(fp32_dir):
-    return {(c.component, c.point): c for c in verify_export(fp32_dir, demo_models())}
+    return {(c.component, c.point): c for c in verify_export(fp32_dir, random_models())}
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -73,7 +73,7 @@ def test_manifest_describes_the_export(fp32_dir):
     m = read_manifest(fp32_dir, "onnx", COMPONENTS)
     raw = json.loads((fp32_dir / "manifest.json").read_text())
     assert (m.format, m.precision, m.opset, m.format_version) == ("onnx", "fp32", 17, 1)
-    assert m.model() == demo_models().cfg and m.config_hash == m.model().config_hash()
+    assert m.model() == random_models().cfg and m.config_hash == m.model().config_hash()
     assert len(m.weights_hash) == 16 and {"torch", "onnx", "python"} <= set(m.tools)
     assert set(raw["components"]) == set(COMPONENTS)
     assert all((fp32_dir / e.file).stat().st_size == e.bytes for e in m.components.values())
@@ -121,7 +121,7 @@ def test_fp16_graphs_within_fp16_tolerance(tmp_path):
     assert rc == 0, err
     m = read_manifest(d, "onnx")
     assert m.precision == "fp16" and set(m.components) == {"imageproj", "vae_decoder", "denoiser"}
-    for c in verify_export(d, demo_models()):
+    for c in verify_export(d, random_models()):
         assert c.precision == "fp16"
         assert 1e-5 < c.max_abs <= 5e-2, c  # really fp16 (not fp32 in disguise), and close
 

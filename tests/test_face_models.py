@@ -127,7 +127,7 @@ def test_face_dir_errors(tmp_path):
 
 def test_renderer_uses_detector_and_embedding(tmp_path):
     root = face_dir(tmp_path)
-    renderer = Renderer.demo(face_models=root / "face_analysis")
+    renderer = Renderer.random(face_models=root / "face_analysis")
     write_wav(tmp_path / "v.wav", voice(0.3))
     run = RunConfig(frames=4, motion_frames=2, steps=1, size=64)
     prepared = renderer.prepare(PORTRAIT, tmp_path / "v.wav", run)
@@ -172,11 +172,11 @@ def test_cli_face_models_render_and_no_face(tmp_path):
 def test_model_dir_brings_its_face_and_vocal_models(tmp_path):
     """--models DIR uses DIR/face_analysis on its own, and --separate-vocals without a value takes
     DIR/audio_separator/Kim_Vocal_2.onnx."""
-    from emo.runtime.models import demo_models, save_model_dir
+    from emo.checkpoints.model_dir import random_models, save_model_dir
 
     from .test_vocals import separator_dir, tone
 
-    root = save_model_dir(demo_models(seed=5), tmp_path / "pretrained_models")
+    root = save_model_dir(random_models(seed=5), tmp_path / "pretrained_models")
     face_dir(root)
     separator_dir(root / "audio_separator", 160)
     assert (root / "audio_separator" / "Kim_Vocal_2.onnx").is_file()

@@ -473,14 +473,15 @@ def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
 
     from emo.config import RunConfig
     from emo.runtime.backend import TorchBackend
-    from emo.runtime.models import demo_models
+    from emo.checkpoints.model_dir import random_models
     from emo.runtime.renderer import Renderer
     from emo.sampling.conditioning import StepSchedule
+    from emo.sampling.step_plan import GUIDED
 
     from .media_factory import PORTRAIT, voice, write_wav
 
     run = RunConfig(frames=4, motion_frames=2, steps=1, size=64)
-    models = demo_models()
+    models = random_models()
     renderer = Renderer(TorchBackend(models, DEVICE, "fp32"))
     wav = write_wav(tmp_path / "voice.wav", voice(0.2))
     prepared = renderer.prepare(PORTRAIT, wav, run)
@@ -491,7 +492,7 @@ def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
         clip = backend.prepare_clip(video, motion, prepared.windows[:run.frames])
         x = torch.randn(1, 4, run.frames, 8, 8, generator=torch.Generator().manual_seed(0)).to(DEVICE, dtype)
         steps = StepSchedule(torch.tensor([999]), run, torch.device(DEVICE), dtype)
-        return backend.step(clip, steps.inputs(x, 0)).double()
+        return backend.step(clip, steps.inputs(x, 0), GUIDED).double()
 
     with registry.using(()):
         ref = predict(renderer.backend, torch.float32)

@@ -8,8 +8,8 @@ import torch
 from emo.config import TINY
 from emo.kernels.two_source_attention import two_source_attention_reference
 from emo.models.reference_unet import ReferenceUNet
-from emo.runtime.models import demo_models
-from emo.sampling.clip import both_halves, prepare_clip, prepare_video
+from emo.checkpoints.model_dir import random_models
+from emo.sampling.torch_model import both_halves, prepare_clip, prepare_video
 from emo.sampling.reference import reference_index
 
 
@@ -28,7 +28,7 @@ def test_fallback_reads_each_rows_entry():
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    m = demo_models()
+    m = random_models()
     g = torch.Generator().manual_seed(1)
     size, f, n = 64, 5, 2
     masks = [torch.rand(3, (8 >> k) ** 2, generator=g) for k in range(4)]

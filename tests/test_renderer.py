@@ -13,7 +13,9 @@ import torch
 
 from emo.config import RunConfig
 from emo.runtime.renderer import Renderer
-from emo.sampling.clip import decode_frames, denoise, prepare_clip, prepare_video
+from emo.sampling.eager_clip import denoise
+from emo.sampling.latents import decode_frames
+from emo.sampling.torch_model import prepare_clip, prepare_video
 
 from .media_factory import portrait, voice, write_wav
 
@@ -22,7 +24,7 @@ RUN = RunConfig(frames=4, motion_frames=2, steps=2, size=64, fps=25)
 
 @pytest.fixture(scope="module")
 def renderer():
-    return Renderer.demo(seed=3, device="cpu")
+    return Renderer.random(seed=3, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from emo.media.audio import load_audio
-from emo.runtime.models import demo_models, save_model_dir
+from emo.checkpoints.model_dir import random_models, save_model_dir
 
 from .cli_helpers import FAST, assert_refused, make_media, run_cli
 from .media_factory import PORTRAIT, SPEECH, no_face, probe, two_faces, voice, write_wav
@@ -145,7 +145,7 @@ def test_several_faces_takes_the_largest_and_says_so(tmp_path, media):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    return save_model_dir(demo_models(seed=5), tmp_path_factory.mktemp("models"))
+    return save_model_dir(random_models(seed=5), tmp_path_factory.mktemp("models"))
 
 
 def _model_args(tmp_path, media, models):

@@ -62,7 +62,7 @@ def test_haar_detector_shared_by_threads_matches_serial():
 
 
 def test_renders_from_threads_equal_serial_renders(tmp_path, inputs):
-    renderer = Renderer.demo(seed=3, device="cpu")
+    renderer = Renderer.random(seed=3, device="cpu")
     jobs = [(k, image, audio, seed) for k, ((image, audio), seed) in enumerate(zip(inputs * 2, range(12)))]
 
     def render(job, where: str) -> np.ndarray:
@@ -99,7 +99,7 @@ def _in_thread(fn, timeout: float = 300) -> object:
 
 
 def test_prepare_inside_a_stream_loop_does_not_deadlock(inputs):
-    renderer = Renderer.demo(seed=3, device="cpu")
+    renderer = Renderer.random(seed=3, device="cpu")
 
     def stream_and_prepare_the_next() -> int:
         prepared = renderer.prepare(*inputs[2], RUN)
@@ -113,7 +113,7 @@ def test_prepare_inside_a_stream_loop_does_not_deadlock(inputs):
 
 
 def test_second_stream_on_the_same_thread_is_refused_not_a_deadlock(inputs):
-    renderer = Renderer.demo(seed=3, device="cpu")
+    renderer = Renderer.random(seed=3, device="cpu")
 
     def nested() -> None:
         prepared = renderer.prepare(*inputs[0], RUN)

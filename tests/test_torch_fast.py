@@ -11,7 +11,7 @@ import torch
 from emo.config import RunConfig
 from emo.kernels import registry
 from emo.runtime.backend import TorchBackend
-from emo.runtime.models import demo_models
+from emo.checkpoints.model_dir import random_models
 from emo.runtime.renderer import Renderer
 from emo.runtime.torch_fast_backend import TorchFastBackend
 
@@ -36,8 +36,8 @@ def _frames(renderer, media, run=RUN, seed=5):
 
 def test_static_buffer_path_equals_eager_on_cpu(media):
     """Same step through persistent buffers rebound per clip: identical to eager across chained clips and videos."""
-    eager = Renderer.demo(device="cpu")
-    fast = Renderer(TorchFastBackend(demo_models(), "cpu", "fp32", kernels=()))
+    eager = Renderer.random(device="cpu")
+    fast = Renderer(TorchFastBackend(random_models(), "cpu", "fp32", kernels=()))
     assert not fast.backend.cuda_graphs
     ref = _frames(eager, media)
     np.testing.assert_allclose(_frames(fast, media), ref, atol=1e-6)
@@ -50,8 +50,8 @@ def test_static_buffer_path_equals_eager_on_cpu(media):
 def test_new_guidance_or_motion_scale_reuses_the_captured_step(media):
     """The step is keyed by shape only: guidance and motion scale are static buffers filled before each call, so
     changing them between videos builds nothing new, and the new values really reach the model."""
-    eager = Renderer.demo(device="cpu")
-    fast = Renderer(TorchFastBackend(demo_models(), "cpu", "fp32", kernels=()))
+    eager = Renderer.random(device="cpu")
+    fast = Renderer(TorchFastBackend(random_models(), "cpu", "fp32", kernels=()))
     first = _frames(fast, media)
     assert fast.backend.captures == 1
     for change in (dict(guidance_scale=2.0), dict(motion_scale=(0.5, 1.5, 0.8)), dict(guidance_scale=5.0,
@@ -64,34 +64,35 @@ def test_new_guidance_or_motion_scale_reuses_the_captured_step(media):
 
 
 def test_graph_cache_is_bounded_least_recently_used_first(media):
-    fast = Renderer(TorchFastBackend(demo_models(), "cpu", "fp32", kernels=(), max_graphs=1))
+    fast = Renderer(TorchFastBackend(random_models(), "cpu", "fp32", kernels=(), max_graphs=1))
     shorter = dataclasses.replace(RUN, frames=3, motion_frames=1)
     for run, captures in ((RUN, 1), (shorter, 2), (RUN, 3)):  # each new shape evicts the other
         _frames(fast, media, run)
         assert fast.backend.captures == captures and len(fast.backend.step_cache.steps) == 1
     with pytest.raises(ValueError, match="max_graphs"):
-        TorchFastBackend(demo_models(), "cpu", "fp32", kernels=(), max_graphs=0)
+        TorchFastBackend(random_models(), "cpu", "fp32", kernels=(), max_graphs=0)
 
 
 def _one_step(backend, prepared) -> torch.Tensor:
     """One guided step of the first clip, in float64 for comparing."""
     from emo.sampling.conditioning import StepSchedule
+    from emo.sampling.step_plan import GUIDED
 
     video = backend.prepare_video(prepared.portrait, RUN.motion_frames)
     motion = prepared.portrait.pixels.to(backend.device, backend.dtype).expand(RUN.motion_frames, -1, -1, -1)
     clip = backend.prepare_clip(video, motion, prepared.windows[:RUN.frames])
     steps = StepSchedule(torch.tensor([999]), RUN, backend.device, backend.dtype)
     x = torch.randn(1, 4, RUN.frames, 8, 8, generator=torch.Generator().manual_seed(0)).to(backend.dtype)
-    return backend.step(clip, steps.inputs(x, 0)).double()
+    return backend.step(clip, steps.inputs(x, 0), GUIDED).double()
 
 
 def test_channels_last_only_changes_the_rounding(media):
     """NHWC convolutions (opt-in, for GPUs) change the memory layout and so the summation order, nothing else:
     one guided step stays within a few times the float32 rounding noise (float32 vs float64 eager)."""
-    prepared = Renderer.demo(device="cpu").prepare(*media, RUN)
-    ref = _one_step(TorchBackend(demo_models(), "cpu", "fp32"), prepared)
-    exact = _one_step(TorchBackend(demo_models(), "cpu", torch.float64), prepared)
-    nhwc = _one_step(TorchFastBackend(demo_models(), "cpu", "fp32", kernels=(), channels_last=True), prepared)
+    prepared = Renderer.random(device="cpu").prepare(*media, RUN)
+    ref = _one_step(TorchBackend(random_models(), "cpu", "fp32"), prepared)
+    exact = _one_step(TorchBackend(random_models(), "cpu", torch.float64), prepared)
+    nhwc = _one_step(TorchFastBackend(random_models(), "cpu", "fp32", kernels=(), channels_last=True), prepared)
     noise = (ref - exact).abs().max().item()
     assert 0 < noise < 1e-2
     assert (nhwc - ref).abs().max().item() <= 4 * noise + 1e-5, ((nhwc - ref).abs().max().item(), noise)
@@ -101,15 +102,15 @@ def test_cuda_graphs_refused_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        TorchFastBackend(demo_models(), "cpu", "fp32", cuda_graphs=True)
+        TorchFastBackend(random_models(), "cpu", "fp32", cuda_graphs=True)
     with pytest.raises(ValueError, match="overlapped decoding needs a CUDA device"):
-        TorchFastBackend(demo_models(), "cpu", "fp32", overlap_decode=True)
+        TorchFastBackend(random_models(), "cpu", "fp32", overlap_decode=True)
 
 
 def test_pipelined_stream_yields_the_same_clips_one_late(media):
     """A pipelined backend's clips come out one clip late: same frames, same per-clip sizes, same trimming."""
-    plain = Renderer.demo(device="cpu")
-    piped = Renderer.demo(device="cpu")
+    plain = Renderer.random(device="cpu")
+    piped = Renderer.random(device="cpu")
     piped.backend.pipelined = True  # the bookkeeping of the overlapped path, with a synchronous decode
     prepared = plain.prepare(*media, RUN)
     want = list(plain.stream(prepared, RUN, seed=5))
@@ -152,9 +153,9 @@ def _cuda_frames(backend, media, run=RUN):
 def test_cuda_graph_fast_path_within_the_low_precision_noise(media, dtype):
     """torch-fast (graphs, kernels, overlapped decode) and eager, both in `dtype`, against eager fp32 (TF32 off):
     the fast path may differ from fp32 by a few times what eager's own rounding costs, not more."""
-    ref = _cuda_frames(TorchBackend(demo_models(), "cuda", "fp32"), media)
-    eager = _cuda_frames(TorchBackend(demo_models(), "cuda", dtype), media)
-    fast_backend = TorchFastBackend(demo_models(), "cuda", dtype, kernels=registry.KERNELS)  # every kernel on
+    ref = _cuda_frames(TorchBackend(random_models(), "cuda", "fp32"), media)
+    eager = _cuda_frames(TorchBackend(random_models(), "cuda", dtype), media)
+    fast_backend = TorchFastBackend(random_models(), "cuda", dtype, kernels=registry.KERNELS)  # every kernel on
     assert fast_backend.cuda_graphs and fast_backend.pipelined
     fast = _cuda_frames(fast_backend, media)
     noise = np.abs(eager - ref).max()  # the tiny random net amplifies rounding: 0.36 in fp16 on an H200
@@ -166,13 +167,13 @@ def test_cuda_graph_fast_path_within_the_low_precision_noise(media, dtype):
 def test_cuda_graphs_replay_new_settings_without_capturing(media):
     """A graph captured with one guidance/motion scale, replayed with others, gives what a graph captured with those
     others gives (the same kernels either way: the comparison is not blurred by fp16 kernel-vs-eager noise)."""
-    backend = TorchFastBackend(demo_models(), "cuda", "fp16")
+    backend = TorchFastBackend(random_models(), "cuda", "fp16")
     _cuda_frames(backend, media)
     assert backend.captures == 1 and next(iter(backend.step_cache.steps.values())).graph is not None
     other = dataclasses.replace(RUN, guidance_scale=2.0, motion_scale=(0.5, 1.5, 0.8))
     got = _cuda_frames(backend, media, other)
     assert backend.captures == 1
-    fresh = TorchFastBackend(demo_models(), "cuda", "fp16")
+    fresh = TorchFastBackend(random_models(), "cuda", "fp16")
     want = _cuda_frames(fresh, media, other)
     assert fresh.captures == 1
     assert np.abs(got - want).max() < 1e-3
@@ -181,8 +182,8 @@ def test_cuda_graphs_replay_new_settings_without_capturing(media):
 
 @pytest.mark.cuda
 def test_overlapped_decode_matches_synchronous_decode(media):
-    sync = Renderer(TorchFastBackend(demo_models(), "cuda", "fp16", overlap_decode=False))
-    overlapped = Renderer(TorchFastBackend(demo_models(), "cuda", "fp16", overlap_decode=True))
+    sync = Renderer(TorchFastBackend(random_models(), "cuda", "fp16", overlap_decode=False))
+    overlapped = Renderer(TorchFastBackend(random_models(), "cuda", "fp16", overlap_decode=True))
     np.testing.assert_allclose(_frames(overlapped, media), _frames(sync, media), atol=2e-3)
 
 
@@ -192,8 +193,9 @@ def test_a_step_never_waits_for_the_host(media, fast):
     """No host sync inside a denoising step (eager and torch-fast): CUDA's sync debug mode raises on any."""
     from emo.sampling.conditioning import StepSchedule
     from emo.sampling.ddim import DDIM
+    from emo.sampling.step_plan import GUIDED
 
-    backend = (TorchFastBackend if fast else TorchBackend)(demo_models(), "cuda", "fp16")
+    backend = (TorchFastBackend if fast else TorchBackend)(random_models(), "cuda", "fp16")
     renderer = Renderer(backend)
     prepared = renderer.prepare(*media, RUN)
     video = backend.prepare_video(prepared.portrait, RUN.motion_frames)
@@ -201,11 +203,11 @@ def test_a_step_never_waits_for_the_host(media, fast):
     clip = backend.prepare_clip(video, motion, prepared.windows[:RUN.frames])
     steps = StepSchedule(DDIM(backend.cfg.scheduler, RUN.steps).timesteps, RUN, backend.device, backend.dtype)
     x = torch.randn(1, 4, RUN.frames, 8, 8, device="cuda", dtype=backend.dtype)
-    backend.step(clip, steps.inputs(x, 0))  # first call: capture / cuDNN autotuning may synchronise
+    backend.step(clip, steps.inputs(x, 0), GUIDED)  # first call: capture / cuDNN autotuning may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for i in range(RUN.steps):
-            backend.step(clip, steps.inputs(x, i))
+            backend.step(clip, steps.inputs(x, i), GUIDED)
     finally:
         torch.cuda.set_sync_debug_mode("default")

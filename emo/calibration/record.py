@@ -1,8 +1,8 @@
 """Recording the inputs every graph receives while an export renders real media.
 
-The recorder is the onnxruntime backend itself with `run` wrapped: the renderer drives it exactly as `emo-run`
-does, so the feeds are assembled by the runtime's own code under the IO spec's names (whatever the denoiser's
-inputs are, they are recorded as the runtime builds them), and calibration sees the activations of real
+The recorder is the onnxruntime backend itself with `run_arrays` wrapped: the renderer drives it exactly as
+`emo-run` does, so the feeds are assembled by the runtime's own code under the IO spec's names (whatever the
+denoiser's inputs are, they are recorded as the runtime builds them), and calibration sees the activations of real
 renders: every denoising step's timestep, chained clips with their motion frames, the reference K/V.
 """
 from __future__ import annotations
@@ -22,25 +22,17 @@ Feed = dict[str, np.ndarray]
 
 
 class RecordingBackend(OnnxRuntimeBackend):
-    """Runs the graphs of an export and keeps the feeds of `components` (arrays already in the spec's dtypes).
+    """Runs the graphs of an export directory and keeps the feeds of `components` (arrays in the graphs' input
+    dtypes), copied: the tensors they come from may be reused."""
 
-    Arrays the backend passes unchanged from call to call (a video's constant denoiser inputs) are stored once
-    and shared by reference; tensors are copied, since their memory may be reused."""
-
-    def __init__(self, engine_dir: str | Path, components: Iterable[str], threads: int = 0):
-        super().__init__(engine_dir, "cpu", threads)
+    def __init__(self, export_dir: str | Path, components: Iterable[str], threads: int = 0):
+        super().__init__(export_dir, "cpu", threads)
         self.feeds: dict[str, list[Feed]] = {c: [] for c in components}
 
-    def run(self, name: str, feed: dict[str, np.ndarray | torch.Tensor], keep_dtype: bool = False
-            ) -> list[np.ndarray]:
-        if name in self.feeds:
-            prec = self.manifest.components[name].precision
-            self.feeds[name].append({
-                t.name: (feed[t.name].detach().cpu().numpy().astype(t.numpy_dtype(prec)) if
-                         isinstance(feed[t.name], torch.Tensor) else
-                         np.ascontiguousarray(feed[t.name], dtype=t.numpy_dtype(prec)))
-                for t in self.specs[name].inputs})
-        return super().run(name, feed, keep_dtype)
+    def run_arrays(self, component: str, arrays: Feed) -> dict[str, torch.Tensor]:
+        if component in self.feeds:
+            self.feeds[component].append({k: a.copy() for k, a in arrays.items()})
+        return super().run_arrays(component, arrays)
 
 
 def render_pairs(backend: OnnxRuntimeBackend, pairs: list[MediaPair], run: RunConfig, seed: int,

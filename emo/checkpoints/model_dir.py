@@ -1,4 +1,4 @@
-"""Loading every component a render needs, from Hallo's `pretrained_models` layout or as a seeded demo model."""
+"""Every component a render needs, loaded from Hallo's `pretrained_models` layout or made with seeded random weights."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.hallo_net import load_hallo_net
-from ..checkpoints.vae import load_vae
+from .hallo_net import load_hallo_net
+from .vae import load_vae
 from ..config import HALLO_SD15, TINY, ModelConfig
 from ..errors import InputError
 from ..models.hallo import HalloNet
@@ -69,7 +69,7 @@ def load_model_dir(root: str | Path) -> Models:
     return models
 
 
-def demo_models(seed: int = 0, cfg: ModelConfig = TINY) -> Models:
+def random_models(seed: int = 0, cfg: ModelConfig = TINY) -> Models:
     """Seeded random weights of a preset (real architecture, no trained weights)."""
     torch.manual_seed(seed)
     net = randomize_(HalloNet(cfg), seed).eval()
@@ -85,7 +85,7 @@ def save_model_dir(models: Models, root: str | Path, net_file: str = NET_FILES[0
     """Write models in the Hallo layout (the demo model, tests of the loader); net_file: one of NET_FILES."""
     from safetensors.torch import save_file
 
-    from ..checkpoints.names import emo_to_hallo
+    from .names import emo_to_hallo
 
     if net_file not in NET_FILES:
         raise ValueError(f"net_file must be one of {', '.join(NET_FILES)}")

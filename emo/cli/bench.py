@@ -30,15 +30,17 @@ from typing import Iterator
 import numpy as np
 
 from ..media.outputs import atomic_output, output_target
+from ..runtime.factory import BACKENDS
 from .common import run_main
 
 PROG = "emo-bench"
-BACKENDS = ("torch", "torch-fast", "onnxruntime")  # the names emo-run's --backend takes
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--preset", help="model preset (default: hallo-sd15 on a GPU, tiny on the CPU)")
+    p.add_argument("--preset", help="random weights of a model preset (default: hallo-sd15 on a GPU, tiny on the "
+                                    "CPU)")
+    p.add_argument("--demo", action="store_true", help="the trained demo model instead of random weights")
     p.add_argument("--size", type=int)
     p.add_argument("--frames", type=int)
     p.add_argument("--motion-frames", type=int, default=2)
@@ -47,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=3, help="timed clips per backend (after the warm-up)")
     p.add_argument("--warmup", type=int, default=1, help="clips rendered untimed first")
     p.add_argument("--backends", default="torch,torch-fast", help=f"comma-separated: {', '.join(BACKENDS)}")
-    p.add_argument("--engine-dir", metavar="DIR", help="emo-export graphs (for the onnxruntime backend)")
+    p.add_argument("--engine-dir", metavar="DIR", help="an export directory (onnxruntime) or a plan directory "
+                                                       "(tensorrt) of the same model")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--kernels", default="none",
@@ -121,23 +124,6 @@ def _audio_for(clips: int, run, source: str, path: Path) -> Path:
     voice = load_audio(source, run.sample_rate)
     need = clips * run.frames * run.sample_rate // run.fps
     return _write_wav(path, np.resize(voice, need), run.sample_rate)
-
-
-def _backend(name: str, models, args, device: str, dtype: str, kernels: tuple[str, ...]):
-    from ..errors import InputError
-    from ..runtime.backend import TorchBackend
-
-    if name == "torch":
-        return TorchBackend(models, device, dtype, channels_last=args.channels_last)
-    if name == "torch-fast":
-        from ..runtime.torch_fast_backend import TorchFastBackend
-
-        return TorchFastBackend(models, device, dtype, kernels=kernels, channels_last=args.channels_last)
-    if not args.engine_dir:
-        raise InputError("--backends onnxruntime needs --engine-dir DIR (made by emo-export)")
-    from ..runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(args.engine_dir, "cpu" if device == "cpu" else "cuda")
 
 
 def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path) -> dict:
@@ -246,21 +232,21 @@ def _write_json(out: Path, report: dict) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import PRESETS, RunConfig
+    from ..config import PRESETS, RunOptions
     from ..errors import InputError
     from ..runtime.backend import resolve_device
-    from ..runtime.models import demo_models
-    from ..runtime.renderer import Renderer
+    from ..runtime.factory import GRAPH_BACKENDS, RendererSpec, build_renderer, load_models
 
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
-    preset = args.preset or ("hallo-sd15" if cuda else "tiny")
+    if args.demo and args.preset:
+        raise InputError("give --demo or --preset, not both")
+    preset = "demo" if args.demo else args.preset or ("hallo-sd15" if cuda else "tiny")
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     base = PRESETS[preset].run
-    run = RunConfig(frames=args.frames or base.frames, motion_frames=args.motion_frames, steps=args.steps or base.steps,
-                    guidance_scale=args.guidance_scale, size=args.size or base.size)
-    run.validate(PRESETS[preset].model)
+    run = RunOptions(frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
+                     guidance_scale=args.guidance_scale, size=args.size).apply(base, PRESETS[preset].model)
     if args.clips < 1 or args.warmup < 0:
         raise InputError("--clips must be >= 1 and --warmup >= 0")
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -268,7 +254,15 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--backends takes {', '.join(BACKENDS)}")
     dtype = args.dtype or ("fp16" if cuda else "fp32")
     kernels = _kernels(args.kernels)
-    models = demo_models(cfg=PRESETS[preset].model) if set(names) - {"onnxruntime"} else None
+    specs = {name: RendererSpec(
+        demo=args.demo and name not in GRAPH_BACKENDS, random=None if args.demo or name in GRAPH_BACKENDS else preset,
+        engine_dir=args.engine_dir if name in GRAPH_BACKENDS else None, backend=name, device=str(dev),
+        dtype=None if name in GRAPH_BACKENDS else dtype, kernels=kernels if name == "torch-fast" else None,
+        channels_last=args.channels_last, fast_on_cpu=not cuda) for name in names}
+    for spec in specs.values():
+        spec.check()
+    torch_specs = [s for s in specs.values() if s.backend not in GRAPH_BACKENDS]
+    models = load_models(torch_specs[0]) if torch_specs else None  # loaded once, shared by the torch backends
     assets = resources.files("emo") / "assets"
     image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")
     env = _environment(dev)
@@ -283,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{datetime.now():%Y-%m-%d}-{env['device'].replace(' ', '_')}-bench.json"))
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            renderer = Renderer(_backend(name, models, args, str(dev), dtype, kernels))
+            renderer = build_renderer(specs[name], None if name in GRAPH_BACKENDS else models)
             r = report["results"][name] = _bench_backend(renderer, image, audio, run, args, Path(tmp))
             step = r["stages"]["step"].get("gpu", r["stages"]["step"]["wall"])
             print(f"{PROG}: {name:11s} {r['fps']:8.3f} frames/s  step p50 {step['p50'] * 1e3:9.2f} ms  "

@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..engine.engine_dir import EngineSettings, build_engine_dir
     from ..engine.refit import refit_engine_dir
     from ..errors import InputError
-    from ..trt_flavours import parse_sm
+    from ..tensorrt.flavours import parse_sm
 
     say = (lambda *a, **k: None) if args.quiet else print
     if args.refit:

@@ -16,8 +16,8 @@ import torch
 
 from ..config import PRESETS, TINY, RunConfig
 from ..geometry import Geometry
-from ..runtime.models import demo_models
-from ..sampling.clip import run_clip
+from ..checkpoints.model_dir import random_models
+from ..sampling.eager_clip import run_clip
 
 
 def demo_inputs(size: int, frames: int, motion_frames: int, cfg, seed: int) -> dict[str, torch.Tensor]:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"emo-clip: error: {e}", file=sys.stderr)
         return 2
-    models = demo_models(args.seed)
+    models = random_models(args.seed)
     net, vae = models.net, models.vae
     x = demo_inputs(run.size, run.frames, run.motion_frames, TINY, args.seed)
     start = time.perf_counter()

@@ -16,17 +16,17 @@ from ..errors import InputError
 def add_model_source(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--models", metavar="DIR", help="model directory in Hallo's pretrained_models layout")
-    src.add_argument("--demo", action="store_true", help="the tiny seeded random model emo-run --demo uses")
+    src.add_argument("--demo", action="store_true", help="the trained demo model emo-run --demo uses")
     src.add_argument("--random", metavar="PRESET", choices=sorted(PRESETS),
                      help="seeded random weights of a preset (hallo-sd15: real size, for export tests)")
 
 
 def load_models(args: argparse.Namespace):
-    from ..runtime.models import demo_models, load_model_dir
+    """The torch modules add_model_source's arguments name."""
+    from ..runtime.factory import RendererSpec
+    from ..runtime.factory import load_models as load
 
-    if args.random:
-        return demo_models(cfg=PRESETS[args.random].model)
-    return demo_models() if args.demo else load_model_dir(args.models)
+    return load(RendererSpec(models=args.models, demo=bool(args.demo), random=args.random))
 
 
 class Terminated(BaseException):

@@ -7,10 +7,11 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from ..config import PRESETS, RunConfig
+from ..config import PRESETS, RunConfig, RunOptions
 from ..errors import InputError
+from ..runtime.factory import BACKENDS, RendererSpec, build_renderer
 from ..runtime.renderer import check_outputs
-from ..validation import check_face_expand_ratio, check_seed
+from ..validation import DEFAULT_SEED, check_seed
 from .common import run_main
 from .progress import ProgressLine
 
@@ -22,8 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", help="portrait image (PNG, JPEG, WebP, ...)")
     p.add_argument("audio", nargs="?", help="voice track (WAV, MP3, M4A, FLAC, OGG, or a video's audio)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    add_renderer_options(p, demo_help="tiny random model (or, with --engine-dir, its export) and demo settings; "
-                                      "built-in image and voice unless IMAGE and AUDIO are given")
+    add_renderer_options(p, demo_help="the trained demo model (or, with --engine-dir, its export) at its settings; "
+                                      "the built-in portrait and voice unless IMAGE and AUDIO are given")
     add_run_options(p)
     p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary")
@@ -36,11 +37,12 @@ def add_renderer_options(p: argparse.ArgumentParser, demo_help: str) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--models", metavar="DIR", help="model directory in Hallo's pretrained_models layout")
     src.add_argument("--demo", action="store_true", help=demo_help)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "onnxruntime", "tensorrt"],
-                   help="auto: with --engine-dir, tensorrt for emo-build-engine plans (on a GPU) or onnxruntime "
-                        "for emo-export graphs; else torch-fast on a CUDA GPU, else torch")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="auto: with --engine-dir, tensorrt for a plan directory (on a GPU) or onnxruntime for an "
+                        "export directory; else torch-fast on a CUDA GPU, else torch")
     p.add_argument("--engine-dir", metavar="DIR",
-                   help="graphs made by emo-export (onnxruntime) or plans made by emo-build-engine (tensorrt)")
+                   help="an export directory made by emo-export (onnxruntime) or a plan directory made by "
+                        "emo-build-engine (tensorrt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
                    help="torch: fp32 (default), fp16 or bf16; onnxruntime: must match the exported graphs")
@@ -55,131 +57,39 @@ def add_renderer_options(p: argparse.ArgumentParser, demo_help: str) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """The per-render settings (emo-serve takes the same ones, with the same defaults, as form fields)."""
-    d, demo = PRESETS["hallo-sd15"].run, PRESETS["tiny"].run
-    p.add_argument("--steps", type=int, help=f"denoising steps (default {d.steps}; demo {demo.steps})")
-    p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
-    p.add_argument("--fps", type=int, default=d.fps)
-    p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 (default {d.size}; "
-                                            f"demo {demo.size})")
-    p.add_argument("--frames-per-clip", type=int, default=d.frames)
-    p.add_argument("--motion-frames", type=int, default=d.motion_frames)
-    p.add_argument("--seed", type=int, default=42)
+    d, demo = PRESETS["hallo-sd15"].run, PRESETS["demo"].run
+
+    def default(name: str) -> str:
+        a, b = getattr(d, name), getattr(demo, name)
+        return f"(default {a}{'' if a == b else f'; demo {b}'})"
+
+    p.add_argument("--steps", type=int, help=f"denoising steps {default('steps')}")
+    p.add_argument("--guidance-scale", type=float, help=f"classifier-free guidance scale {default('guidance_scale')}")
+    p.add_argument("--fps", type=int, help=f"frames per second {default('fps')}")
+    p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 {default('size')}")
+    p.add_argument("--frames-per-clip", type=int, help=f"frames a clip {default('frames')}")
+    p.add_argument("--motion-frames", type=int, help=f"motion frames {default('motion_frames')}")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"initial noise (default {DEFAULT_SEED})")
 
 
-def _vocal_model(args: argparse.Namespace) -> str | None:
-    if args.separate_vocals is None:
-        return None
-    if args.separate_vocals:
-        return args.separate_vocals
-    if not args.models:
-        raise InputError("--separate-vocals needs MODEL.onnx (or --models DIR with audio_separator/Kim_Vocal_2.onnx)")
-    return str(Path(args.models) / "audio_separator" / "Kim_Vocal_2.onnx")
+def renderer_spec(args: argparse.Namespace) -> RendererSpec:
+    """add_renderer_options' arguments -> the spec the factory builds from."""
+    return RendererSpec(models=args.models, engine_dir=args.engine_dir, demo=bool(args.demo), backend=args.backend,
+                        device=args.device, dtype=args.dtype, face_models=args.face_models,
+                        separate_vocals=args.separate_vocals, face_expand_ratio=args.face_expand_ratio)
 
 
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-FAST_DTYPES = (None, "fp16", "bf16")  # torch-fast runs half precision only
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """add_run_options' arguments -> overrides of the model's preset settings."""
+    return RunOptions(steps=args.steps, guidance_scale=args.guidance_scale, fps=args.fps, size=args.size,
+                      frames=args.frames_per_clip, motion_frames=args.motion_frames)
 
 
-def _backend(args: argparse.Namespace) -> str:
-    """auto: with --engine-dir, tensorrt for emo-build-engine plans or onnxruntime for emo-export graphs;
-    torch-fast on a CUDA GPU when the dtype is half precision (or not given); eager torch otherwise."""
-    if args.backend != "auto":
-        return args.backend
-    if args.engine_dir:
-        from ..manifest import manifest_format
-
-        return "tensorrt" if manifest_format(args.engine_dir) == "tensorrt" else "onnxruntime"
-    import torch
-
-    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    return "torch-fast" if gpu and args.dtype in FAST_DTYPES else "torch"
-
-
-def _check_device(args: argparse.Namespace, backend: str) -> None:
-    """A device the backend can use, checked before anything is loaded. onnxruntime checks its own CUDA provider."""
-    if not DEVICE.fullmatch(args.device):
-        raise InputError(f"unknown device {args.device!r} (auto, cpu, cuda or cuda:N)")
-    if backend == "torch-fast" and args.device == "cpu":
-        raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
-    import torch
-
-    if backend != "onnxruntime" and args.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-        index = int(args.device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise InputError(f"--device {args.device}: there is no CUDA GPU {index} "
-                             f"({torch.cuda.device_count()} available)")
-    if backend == "torch-fast" and not torch.cuda.is_available():
-        raise InputError("--backend torch-fast needs a CUDA GPU, and none is available (use --backend torch)")
-    if backend == "torch-fast" and args.dtype not in FAST_DTYPES:
-        raise InputError("--backend torch-fast runs fp16 or bf16 (use --backend torch for fp32)")
-
-
-def face_models_of(args: argparse.Namespace) -> str | None:
-    """--face-models, else DIR/face_analysis of --models when present."""
-    from ..preprocess.face_models import default_face_models
-
-    return args.face_models or (default_face_models(args.models) if args.models else None)
-
-
-def build_renderer(args: argparse.Namespace):
-    """The Renderer that add_renderer_options' arguments ask for; the backend and device are checked before anything
-    is loaded."""
-    from ..runtime.models import demo_models, load_model_dir
-    from ..runtime.renderer import Renderer
-
-    check_face_expand_ratio(args.face_expand_ratio)
-    backend = _backend(args)
-    _check_device(args, backend)
-    pre = dict(face_expand_ratio=args.face_expand_ratio, face_models=face_models_of(args),
-               vocal_separator=_vocal_model(args))
-    if backend == "onnxruntime":
-        if not args.engine_dir:
-            raise InputError("--backend onnxruntime needs --engine-dir DIR (make one with emo-export)")
-        if args.models:
-            raise InputError("the onnxruntime backend reads its weights from --engine-dir; drop --models")
-        renderer = Renderer.from_engine_dir(args.engine_dir, "cpu" if args.device == "auto" else args.device, **pre)
-        exported = renderer.backend.manifest.precision
-        if args.dtype not in (None, exported):
-            raise InputError(f"{args.engine_dir} holds {exported} graphs; --dtype {args.dtype} needs another export")
-        return renderer
-    if backend == "tensorrt":
-        from ..runtime.tensorrt_backend import TensorRTBackend
-
-        if not args.engine_dir:
-            raise InputError("--backend tensorrt needs --engine-dir DIR (make one with emo-build-engine)")
-        if args.models:
-            raise InputError("the tensorrt backend reads its weights from --engine-dir; drop --models")
-        return Renderer(TensorRTBackend(args.engine_dir, "cuda" if args.device == "auto" else args.device), **pre)
-    if args.engine_dir:
-        raise InputError("--engine-dir is for the onnxruntime and tensorrt backends")
-    if not (args.models or args.demo):
-        raise InputError("give --models DIR (or --demo, or --engine-dir DIR)")
-    if backend == "torch-fast":
-        models = demo_models() if args.demo else load_model_dir(args.models)
-        return Renderer.fast(models, "cuda" if args.device == "auto" else args.device, args.dtype or "fp16", **pre)
-    if args.demo:
-        return Renderer.demo(device=args.device, dtype=args.dtype or "fp32", **pre)
-    return Renderer.from_model_dir(args.models, device=args.device, dtype=args.dtype or "fp32", **pre)
-
-
-def run_config(args: argparse.Namespace) -> RunConfig:
-    """add_run_options' arguments (steps and size default to the demo's with --demo) -> checked settings."""
-    preset = PRESETS["tiny" if args.demo else "hallo-sd15"].run
-    run = RunConfig(frames=args.frames_per_clip, motion_frames=args.motion_frames,
-                    steps=args.steps if args.steps is not None else preset.steps,
-                    guidance_scale=args.guidance_scale, size=args.size if args.size is not None else preset.size,
-                    fps=args.fps)
-    run.validate()
-    check_seed(args.seed)
-    return run
-
-
-def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
+def _settings(args: argparse.Namespace, spec: RendererSpec) -> tuple[RunConfig, str, str]:
     """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
-    run = run_config(args)
-    check_face_expand_ratio(args.face_expand_ratio)
+    spec.check()
+    run = run_options(args).apply(spec.preset_run())
+    check_seed(args.seed)
     if (args.image is None) != (args.audio is None):
         raise InputError("give both IMAGE and AUDIO, or neither with --demo")
     image, audio = args.image, args.audio
@@ -193,8 +103,9 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    run, image, audio = _settings(args)
-    renderer = build_renderer(args)
+    spec = renderer_spec(args)
+    run, image, audio = _settings(args, spec)
+    renderer = build_renderer(spec)
     progress = ProgressLine() if not args.quiet else None
     try:
         result = renderer.render(image, audio, args.output, run, seed=args.seed, frames_out=args.frames_out,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .common import run_main
-from .run import add_renderer_options
+from .run import add_renderer_options, renderer_spec
 
 PROG = "emo-serve"
 
@@ -70,9 +70,8 @@ def _config(args: argparse.Namespace, cluster_gpus: float, cores: int):
     limits = replace(Limits(), max_upload_bytes=int(args.max_upload_mb * 2**20),
                      max_audio_seconds=args.max_audio_seconds, max_size=args.max_size,
                      max_queued=args.max_queued, result_ttl_s=args.result_ttl)
-    renderer = {k: getattr(args, k) for k in ("models", "demo", "backend", "engine_dir", "device", "dtype",
-                                              "face_expand_ratio", "face_models", "separate_vocals")}
-    return ServeConfig(renderer=renderer, replicas=args.replicas, gpus_per_replica=gpus, cpus_per_replica=cpus,
+    spec = renderer_spec(args)
+    return ServeConfig(renderer=spec, replicas=args.replicas, gpus_per_replica=gpus, cpus_per_replica=cpus,
                        limits=limits, results_dir=args.results_dir, temp_dir=args.temp_dir,
                        token=args.token or os.environ.get("EMO_SERVE_TOKEN") or None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -146,3 +147,23 @@ def framed_face(clip: TalkingClip) -> Face:
 def reference_crop(clip: TalkingClip) -> np.ndarray:
     """The reference as the renderer sees it: (S, S, 3) uint8."""
     return crop_frame(clip.reference, clip.crop, clip.frames.shape[1])
+
+
+def write_inputs(directory: Path, identity_seed: int, audio: np.ndarray, name: str = "case") -> tuple[Path, Path]:
+    """The identity at rest as a PNG and the voice as a 16-bit WAV, as a user would give them -> (image, audio)."""
+    import wave
+
+    from PIL import Image
+
+    framed = framed_identity(identity_seed)
+    if framed is None:
+        raise ValueError(f"identity {identity_seed} has no face the detector finds")
+    directory.mkdir(parents=True, exist_ok=True)
+    image, voice = directory / f"{name}.png", directory / f"{name}.wav"
+    Image.fromarray(framed[0].frame()).save(image)
+    with wave.open(str(voice), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes())
+    return image, voice

@@ -23,7 +23,7 @@ import torch
 from ..config import TINY, ModelConfig, demo_config
 from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
-from ..runtime.models import Models
+from ..checkpoints.model_dir import Models
 from .clips import TRAIN_IDENTITIES, identities
 from .progress import StageProgress
 from .state import EMA
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def _stage_models(vae_file: Path, audio_file: Path) -> tuple[ModelConfig, VAE, AudioEncoder]:
     """The demo config (with the trained VAE's latent scale) and the trained VAE and audio encoder."""
     blob = torch.load(vae_file, weights_only=True)
-    cfg = demo_config(blob["scaling_factor"])
+    cfg = demo_config(round(blob["scaling_factor"], 5))  # as the demo preset records it
     vae = VAE(cfg.vae)
     vae.load_state_dict(blob["state"])
     encoder = AudioEncoder(cfg.wav2vec)

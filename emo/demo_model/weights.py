@@ -9,7 +9,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from ..runtime.models import Models, save_model_dir
+from ..checkpoints.model_dir import Models, load_model_dir, save_model_dir
 
 TRAINING_RECORD = "training.json"
 
@@ -32,3 +32,14 @@ def ship(models: Models, root: Path | None = None, training: dict | None = None)
         shutil.rmtree(root)
     tmp.rename(root)
     return root
+
+
+def demo_models() -> Models:
+    """The trained demo model, through the loader every model directory goes through."""
+    from ..errors import InputError
+
+    root = demo_model_dir()
+    if not (root / "hallo").is_dir():
+        raise InputError(f"the demo model is missing from this installation ({root}); "
+                         "make it with python -m emo.demo_model.train")
+    return load_model_dir(root)

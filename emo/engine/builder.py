@@ -12,7 +12,7 @@ from types import ModuleType
 
 from ..errors import InputError
 from ..io_spec import ComponentSpec
-from ..trt_flavours import collecting_logger
+from ..tensorrt.flavours import collecting_logger
 from .precision import Typing
 from .profiles import Profile
 

@@ -1,5 +1,5 @@
-"""emo-build-engine's work: each requested component of an emo-export directory built into one plan, and the
-engine directory's manifest (what was built, from which graphs, for which flavour, version and GPUs).
+"""emo-build-engine's work: each requested component of an ONNX export directory built into one plan, and the
+plan directory's manifest (what was built, from which graphs, for which flavour, version and GPUs).
 
 Each plan is built in a child process of its own: the builder's memory goes back to the system between components,
 peak memory is measured per component, and a builder that crashes or runs out of memory is reported by component.
@@ -19,7 +19,7 @@ from typing import Callable
 from ..errors import InputError
 from ..io_spec import COMPONENTS, component_specs
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, file_sha256, read_manifest, tool_versions
-from ..trt_flavours import Flavour, import_flavour, resolve_flavour, sm_name
+from ..tensorrt.flavours import Flavour, import_flavour, resolve_flavour, sm_name
 from .builder import BuildError, BuildOptions
 from .precision import network_typing, quantized_types
 from .profiles import Point, component_profiles, default_point

@@ -11,37 +11,35 @@ from typing import Callable
 
 from ..errors import InputError
 from ..manifest import Manifest, file_sha256, read_manifest
-from ..trt_flavours import FLAVOURS, collecting_logger, import_flavour
+from ..tensorrt.flavours import collecting_logger
+from ..tensorrt.plan_dir import plan_module
 from .builder import BuildError
 
 
-def check_refit(source: Manifest, target: Manifest, engine_dir: Path) -> None:
+def check_refit(source: Manifest, target: Manifest, plan_dir: Path) -> None:
     """Refuse what refitting cannot do: plans built without REFIT, another model, another graph precision."""
     engine = target.engine or {}
     if not engine.get("refittable"):
-        raise InputError(f"{engine_dir} was built without --refittable: rebuild it (emo-build-engine --refittable)")
+        raise InputError(f"{plan_dir} was built without --refittable: rebuild it (emo-build-engine --refittable)")
     if source.config_hash != target.config_hash:
-        raise InputError(f"the export is of another model config than {engine_dir}: refitting takes new weights of "
-                         f"the same model; build new engines instead")
+        raise InputError(f"the export is of another model config than {plan_dir}: refitting takes new weights of "
+                         f"the same model; build new plans instead")
     if source.precision != engine.get("source_precision"):
-        raise InputError(f"the export is {source.precision}, {engine_dir} was built from a "
+        raise InputError(f"the export is {source.precision}, {plan_dir} was built from a "
                          f"{engine.get('source_precision')} export")
     missing = [c for c in target.components if c not in source.components]
     if missing:
-        raise InputError(f"the export lacks {', '.join(missing)}, which {engine_dir} holds")
+        raise InputError(f"the export lacks {', '.join(missing)}, which {plan_dir} holds")
 
 
-def refit_engine_dir(export_dir: str | Path, engine_dir: str | Path,
+def refit_engine_dir(export_dir: str | Path, plan_dir: str | Path,
                      on_done: Callable[[str], None] | None = None) -> Manifest:
-    export_dir, engine_dir = Path(export_dir), Path(engine_dir)
+    """The plans of a plan directory refitted with the weights of an export directory of the same model."""
+    export_dir, plan_dir = Path(export_dir), Path(plan_dir)
     source = read_manifest(export_dir, "onnx")
-    target = read_manifest(engine_dir, "tensorrt")
-    check_refit(source, target, engine_dir)
-    flavour = FLAVOURS[target.engine["flavour"]]
-    trt = import_flavour(flavour)
-    if trt.__version__ != target.engine["version"]:
-        raise InputError(f"{engine_dir} was built with {flavour.name} {target.engine['version']}, this machine has "
-                         f"{trt.__version__}: rebuild instead")
+    target = read_manifest(plan_dir, "tensorrt")
+    check_refit(source, target, plan_dir)
+    trt = plan_module(target, plan_dir)  # the flavour and version the plans were built with
     import torch
 
     if not torch.cuda.is_available():
@@ -52,7 +50,7 @@ def refit_engine_dir(export_dir: str | Path, engine_dir: str | Path,
     for name, entry in target.components.items():
         src = source.components[name]
         graph = export_dir / src.file
-        plan = engine_dir / entry.file
+        plan = plan_dir / entry.file
         engine = runtime.deserialize_cuda_engine(plan.read_bytes())
         if engine is None:
             raise BuildError(f"{name}: cannot load {plan}: {errors[-1] if errors else 'no reason given'}")
@@ -61,7 +59,7 @@ def refit_engine_dir(export_dir: str | Path, engine_dir: str | Path,
                 not refitter.refit_cuda_engine():
             raise BuildError(f"{name}: TensorRT could not refit from {graph.name}: "
                              f"{errors[-1] if errors else 'no reason given'}")
-        tmp = engine_dir / f".{name}.plan.tmp"
+        tmp = plan_dir / f".{name}.plan.tmp"
         try:
             tmp.write_bytes(engine.serialize())
             tmp.replace(plan)
@@ -69,9 +67,9 @@ def refit_engine_dir(export_dir: str | Path, engine_dir: str | Path,
             tmp.unlink(missing_ok=True)
         entry.bytes, entry.sha256 = plan.stat().st_size, file_sha256(plan)
         entry.source_sha256 = file_sha256(graph, *([export_dir / src.data_file] if src.data_file else []))
-        target.write(engine_dir)  # plan hashes stay true for the runtime's check, even if interrupted
+        target.write(plan_dir)  # plan hashes stay true for the runtime's check, even if interrupted
         if on_done is not None:
             on_done(name)
     target.weights_hash = source.weights_hash
-    target.write(engine_dir)
+    target.write(plan_dir)
     return target

@@ -1,4 +1,4 @@
-"""Export a loaded model, component by component, into an engine directory with its manifest."""
+"""Export a loaded model, component by component, into an ONNX export directory with its manifest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from ..checkpoints.state_dict import weights_hash
 from ..config import ShapeRanges
 from ..io_spec import COMPONENTS, component_specs, default_ranges, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
-from ..runtime.models import Models
+from ..checkpoints.model_dir import Models
 from .graphs import component_module
 from .onnx_export import OPSET, ExportedGraph, export_component
 

@@ -14,7 +14,8 @@ from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
 from ..io_spec import ComponentSpec
 from ..models.unet_layout import transformer_count
-from ..sampling.clip import decode_images, encode_latents, guided_step
+from ..sampling.latents import decode_images, encode_latents
+from ..sampling.torch_model import guided_step
 from ..sampling.conditioning import ClipConditioning, StepInputs
 from ..sampling.reference import motion_features, reference_kv
 
@@ -70,7 +71,7 @@ class DenoiserGraph(nn.Module):
     """One guided denoising step: CFG-batched latents (2, 4, f, h, w) -> uncond + s · (cond − uncond).
 
     Returning the guided prediction (not both halves) halves the output traffic and keeps the whole step but the
-    DDIM update inside the graph; the sampler is the same host code for every backend. The reference K/V come in
+    sampler's update inside the graph; the sampler is the same host code for every backend. The reference K/V come in
     as the two entries per layer plus the entry index of each frame, as the runtime keeps them.
     """
 

@@ -14,7 +14,7 @@ import torch
 from ..geometry import size_unit
 from ..io_spec import component_specs, dim_values, trace_values
 from ..manifest import read_manifest
-from ..runtime.models import Models
+from ..checkpoints.model_dir import Models
 from .graphs import component_module
 from .inputs import example_inputs
 
@@ -69,13 +69,13 @@ def operating_points(manifest) -> dict[str, dict[str, int]]:
 
 
 @torch.no_grad()
-def verify_export(engine_dir: str | Path, models: Models, components: tuple[str, ...] | None = None,
+def verify_export(export_dir: str | Path, models: Models, components: tuple[str, ...] | None = None,
                   tolerance: float | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)
                   ) -> list[Comparison]:
-    engine_dir = Path(engine_dir)
-    manifest = read_manifest(engine_dir, "onnx")
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir, "onnx")
     if models.cfg.config_hash() != manifest.config_hash:
-        raise ValueError(f"{engine_dir} was exported from another model config than the one given")
+        raise ValueError(f"{export_dir} was exported from another model config than the one given")
     specs = component_specs(manifest.model(), manifest.shape_ranges())
     models.net.float()
     models.vae.float()
@@ -84,7 +84,7 @@ def verify_export(engine_dir: str | Path, models: Models, components: tuple[str,
         entry = manifest.components[name]
         spec, prec = specs[name], entry.precision
         module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder, spec)
-        with _runner(engine_dir / entry.file, list(providers)) as runner:
+        with _runner(export_dir / entry.file, list(providers)) as runner:
             for point, values in operating_points(manifest).items():
                 inputs = example_inputs(spec, values, "fp32", seed=1)
                 ref = module(*inputs.values())

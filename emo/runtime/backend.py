@@ -1,18 +1,21 @@
 """The one protocol every backend implements, and the eager torch backend (the reference the others are held to).
 
-A backend turns prepared inputs into tensors; the renderer owns everything else (clip chaining, noise, the DDIM
-loop, trimming, encoding), so every backend samples with the same host code. What a backend computes, by rate:
+A backend turns prepared inputs into tensors; the renderer owns everything else (clip chaining, noise, the
+sampling loop, trimming, encoding), so every backend samples with the same host code. What a backend computes,
+by rate:
 
   once per video   audio_features(waveform, frames)          -> (frames, layers, hidden) float32, host
                    prepare_video(portrait, motion_frames)    -> VideoConditioning
   once per clip    prepare_clip(video, motion_pixels, windows) -> ClipConditioning
                    decode_split(latents, tail)               -> (tail frames now, all frames later)
-  once per step    step(clip, StepInputs)                    -> noise_pred (1, 4, f, h, w)
+  once per step    step(clip, StepInputs, StepPlan)          -> noise_pred (1, 4, f, h, w)
 
 The conditioning and step inputs (`emo.sampling.conditioning`) carry the denoiser IO spec's names: `feed()` gives
 IO-spec name -> tensor, so a graph backend (onnxruntime, TensorRT) binds them by name and a torch backend reads
-their fields. A backend may keep them in any form it likes between calls (static buffers, device copies); the
-renderer only hands back what the backend returned.
+their fields; their CFG halves are assembled for every backend by `emo.sampling.guidance`. A backend may keep them
+in any form it likes between calls (static buffers, device copies); the renderer only hands back what the backend
+returned. The step plan (`emo.sampling.step_plan`) says how the step runs; a backend refuses one it does not
+implement.
 """
 from __future__ import annotations
 
@@ -20,12 +23,15 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..checkpoints.model_dir import Models
 from ..config import ModelConfig
 from ..errors import InputError
+from ..manifest import Manifest
 from ..preprocess.portrait import Portrait
-from ..sampling.clip import decode_frames, guided_step, prepare_clip, prepare_video
 from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
-from .models import Models
+from ..sampling.latents import decode_frames
+from ..sampling.step_plan import StepPlan, refuse_unless_guided
+from ..sampling.torch_model import guided_step, prepare_clip, prepare_video
 
 DecodedClip = tuple[torch.Tensor, Callable[[], torch.Tensor]]
 """(the last `tail` frames (tail, 3, H, W) in [0, 1] on the backend's device, needed at once as the next clip's
@@ -37,6 +43,9 @@ class Backend(Protocol):
     cfg: ModelConfig
     device: torch.device  # where the renderer keeps latents and motion frames
     dtype: torch.dtype  # their dtype (the sampler runs in it)
+    precision: str  # what the model computes in: fp32, fp16, bf16 (torch), the directory's (graph backends)
+    manifest: Manifest | None  # the export or plan directory's manifest; None for the torch backends
+    captures: int | None  # static steps built so far (one per new shape); None where steps are not captured
     pipelined: bool  # True: decode_split may return before decoding ends; the renderer then yields a clip late
 
     def audio_features(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -49,8 +58,12 @@ class Backend(Protocol):
                      ) -> ClipConditioning:
         """motion_pixels (n, 3, H, W) in [-1, 1] on `device`; windows (f, 5, layers, hidden) float32 on the host."""
 
-    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        """One guided denoising step -> noise_pred (1, 4, f, h, w) on `device` in `dtype`."""
+    def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
+        """One denoising step as `plan` says -> noise_pred (1, 4, f, h, w) on `device` in `dtype`; ValueError for
+        a plan this backend does not implement."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (1, 4, f, h, w) -> frames (f, 3, H, W) in [0, 1] on `device`, all decoded before it returns."""
 
     def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:
         """latents (1, 4, f, h, w) -> see DecodedClip."""
@@ -79,8 +92,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """torch.float16 -> "fp16" (a dtype without a precision flag keeps torch's name: "float64")."""
+    return next((name for name, dt in PRECISIONS.items() if dt == dtype), str(dtype).removeprefix("torch."))
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, dtype)
+    dt = PRECISIONS.get(dtype, dtype)
     if not isinstance(dt, torch.dtype):
         raise InputError(f"unknown dtype {dtype!r} (choose fp32, fp16 or bf16)")
     if dt == torch.float16 and device.type == "cpu":
@@ -98,6 +119,8 @@ class TorchBackend:
     """
 
     name = "torch"
+    manifest = None
+    captures = None
     pipelined = False  # decode_split returns finished frames
     decode_batch = 4  # frames a VAE decode call
 
@@ -105,6 +128,7 @@ class TorchBackend:
                  channels_last: bool = False):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.precision = precision_name(self.dtype)
         self.models = models.to(self.device, self.dtype)
         if channels_last:
             for module in (self.models.net, self.models.vae):
@@ -129,13 +153,17 @@ class TorchBackend:
         tokens = self.models.net.audioproj(windows[None].to(self.device, self.dtype))[0]
         return prepare_clip(self.models.net, self.models.vae, self.cfg, video, motion_pixels, tokens)
 
+    def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
+        refuse_unless_guided(plan, self.name)
+        return self._guided_step(clip, inputs)
+
     @torch.no_grad()
-    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+    def _guided_step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        """Both CFG halves through the full UNet, combined."""
         return guided_step(self.models.net.denoising_unet, clip, inputs)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (1, 4, f, h, w) -> frames (f, 3, H, W) in [0, 1] on the device."""
         return decode_frames(self.models.vae, latents, self.cfg.vae.scaling_factor, self.decode_batch)
 
     def decode_split(self, latents: torch.Tensor, tail: int) -> DecodedClip:

@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -30,16 +30,21 @@ from ..media.npy import NpyWriter
 from ..media.outputs import output_target, refuse_overlaps
 from ..preprocess.audio_features import FrameWindows, compute_audio_features
 from ..preprocess.face import HaarFaceDetector
-from ..preprocess.face_models import FaceModels, default_face_models, load_face_models
+from ..preprocess.face_models import FaceModels, load_face_models
 from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
 from ..preprocess.vocals import VocalSeparator
-from ..sampling.clip import sample
 from ..sampling.conditioning import ClipConditioning, StepSchedule
 from ..sampling.ddim import DDIM
+from ..sampling.loop import sample
+from ..sampling.sampler import Sampler
+from ..sampling.step_plan import StepPlan
 from ..validation import check_face_expand_ratio, check_seed
-from .backend import Backend, TorchBackend
-from .models import Models, demo_models, load_model_dir
+from .backend import Backend
+
+if TYPE_CHECKING:
+    from .factory import RendererSpec
+from ..checkpoints.model_dir import Models
 
 
 @dataclass(frozen=True)
@@ -169,30 +174,56 @@ class Renderer:
                 self._holder = None
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
-        """Eager torch on Hallo's `pretrained_models` layout (its face_analysis models too, when present)."""
-        if kw.get("face_models") is None:
-            kw["face_models"] = default_face_models(path)
-        return cls(TorchBackend(load_model_dir(path), device, dtype), **kw)
+    def build(cls, spec: "RendererSpec", models: Models | None = None, **preprocessing) -> "Renderer":
+        """The renderer a RendererSpec asks for (emo.runtime.factory: every entry point builds through it).
+        preprocessing: FaceModels / VocalSeparator objects or crop_scale, used instead of the spec's paths."""
+        from .factory import build_renderer
+
+        return build_renderer(spec, models, **preprocessing)
 
     @classmethod
-    def demo(cls, seed: int = 0, device: str = "auto", dtype: str = "fp32", **kw) -> "Renderer":
-        """Eager torch on the tiny seeded random model."""
-        return cls(TorchBackend(demo_models(seed), device, dtype), **kw)
+    def from_model_dir(cls, path: str | Path, device: str = "auto", dtype: str | None = "fp32",
+                       backend: str = "torch", **kw) -> "Renderer":
+        """A model directory in Hallo's `pretrained_models` layout (its face_analysis models too, when present);
+        eager torch in fp32 unless told otherwise."""
+        return cls._from(dict(models=str(path), device=device, dtype=dtype, backend=backend), kw)
+
+    @classmethod
+    def demo(cls, device: str = "auto", dtype: str | None = "fp32", backend: str = "torch", **kw) -> "Renderer":
+        """The trained demo model shipped with the package."""
+        return cls._from(dict(demo=True, device=device, dtype=dtype, backend=backend), kw)
+
+    @classmethod
+    def random(cls, preset: str = "tiny", seed: int = 0, device: str = "auto", dtype: str | None = "fp32",
+               backend: str = "torch", **kw) -> "Renderer":
+        """A preset's architecture with seeded random weights (benchmarks, tests)."""
+        return cls._from(dict(random=preset, random_seed=seed, device=device, dtype=dtype, backend=backend), kw)
 
     @classmethod
     def fast(cls, models: Models, device: str = "cuda", dtype: str = "fp16", **kw) -> "Renderer":
-        """torch-fast (CUDA graphs, fused kernels, static buffers) on loaded models."""
-        from .torch_fast_backend import TorchFastBackend
-
-        return cls(TorchFastBackend(models, device, dtype), **kw)
+        """torch-fast (CUDA graphs, static buffers) on loaded models."""
+        return cls._from(dict(device=device, dtype=dtype, backend="torch-fast"), kw, models)
 
     @classmethod
-    def from_engine_dir(cls, path: str | Path, device: str = "cpu", **kw) -> "Renderer":
-        """ONNX Runtime on the graphs of an emo-export directory."""
-        from .onnxruntime_backend import OnnxRuntimeBackend
+    def from_engine_dir(cls, path: str | Path, device: str = "auto", backend: str = "auto", **kw) -> "Renderer":
+        """An ONNX export directory (ONNX Runtime) or a TensorRT plan directory (TensorRT)."""
+        return cls._from(dict(engine_dir=str(path), device=device, backend=backend, dtype=None), kw)
 
-        return cls(OnnxRuntimeBackend(path, device), **kw)
+    @classmethod
+    def _from(cls, spec: dict, kw: dict, models: Models | None = None) -> "Renderer":
+        """Spec fields from `spec` and the path-valued keywords of `kw`; objects in `kw` go to the Renderer."""
+        from .factory import RendererSpec
+
+        preprocessing = {}
+        for key, field in (("face_models", "face_models"), ("vocal_separator", "separate_vocals")):
+            value = kw.pop(key, None)
+            if isinstance(value, (str, Path)):
+                spec[field] = str(value)
+            elif value is not None:
+                preprocessing[key] = value
+        if "crop_scale" in kw:
+            preprocessing["crop_scale"] = kw.pop("crop_scale")
+        return cls.build(RendererSpec(**spec, **kw), models, **preprocessing)
 
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
@@ -218,12 +249,12 @@ class Renderer:
         latent = Geometry.of(cfg, run.size).latent
         timer = self.timer or _untimed
         gen = torch.Generator().manual_seed(seed)
-        scheduler = DDIM(cfg.scheduler, run.steps)
+        sampler: Sampler = DDIM(cfg.scheduler, run.steps)  # one per video; `sample` starts its state per clip
         start, done = time.perf_counter(), 0
         with self._model_turn():
             with timer("reference"):
                 video = be.prepare_video(prepared.portrait, n)
-            steps = StepSchedule(scheduler.timesteps, run, be.device, be.dtype)
+            steps = StepSchedule(sampler.timesteps, run, be.device, be.dtype)
             motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
             pending = None  # a pipelined backend's previous clip: (its frames when decoded, frames to keep)
             for c in range(clips):
@@ -231,16 +262,16 @@ class Renderer:
                     clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
                 noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen)
 
-                def predict(x: torch.Tensor, i: int, clip: ClipConditioning = clip) -> torch.Tensor:
+                def predict(x: torch.Tensor, i: int, plan: StepPlan, clip: ClipConditioning = clip) -> torch.Tensor:
                     with timer("step"):
-                        return be.step(clip, steps.inputs(x, i))
+                        return be.step(clip, steps.inputs(x, i), plan)
 
                 def on_step(i: int, c: int = c) -> None:
                     if progress is not None:
                         progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
                                           time.perf_counter() - start))
 
-                latents = sample(predict, scheduler, noise.to(be.device, be.dtype), on_step)
+                latents = sample(predict, sampler, noise.to(be.device, be.dtype), on_step)
                 with timer("decode"):
                     tail, frames_of = be.decode_split(latents, n)
                 if n:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import torch
 
+from ..checkpoints.model_dir import Models
 from ..kernels import registry
-from ..sampling.clip import decode_frames, guided_step
 from ..sampling.conditioning import ClipConditioning, StepInputs
+from ..sampling.latents import decode_frames
+from ..sampling.torch_model import guided_step
 from .backend import DecodedClip, TorchBackend, decoded_now
-from .models import Models
-from .static_step import StaticStep, StepCache
+from .static_step import BoundStep, StaticStep, StepCache
 
 
 class TorchFastBackend(TorchBackend):
@@ -43,8 +44,8 @@ class TorchFastBackend(TorchBackend):
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         self.kernels = frozenset(kernels)
         self.decode_batch = decode_batch or self.decode_batch
-        self.step_cache = StepCache(max_graphs)  # static steps by shape (activations of all graphs share one pool)
-        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        # static steps by shape; two warm-up runs before a capture (cuDNN autotuning, allocator state)
+        self.step_cache = StepCache(max_graphs, self.device, self.cuda_graphs, warmups=2)
         self.pipelined = on_cuda if overlap_decode is None else overlap_decode
         if self.pipelined and not on_cuda:
             raise ValueError("overlapped decoding needs a CUDA device")
@@ -92,28 +93,14 @@ class TorchFastBackend(TorchBackend):
         """Static steps built (CUDA graph captures on a GPU): one per new shape, none per setting."""
         return self.step_cache.captures
 
-    def _run(self, static: StaticStep) -> torch.Tensor:
-        with registry.using(self.kernels):
-            return guided_step(self.models.net.denoising_unet, static.clip, static.inputs)
+    def _bind(self, static: StaticStep) -> BoundStep:
+        """The guided step of the modules, reading its inputs from the static buffers."""
+        def run() -> torch.Tensor:
+            with registry.using(self.kernels):
+                return guided_step(self.models.net.denoising_unet, static.clip, static.inputs)
+
+        return BoundStep(run)
 
     @torch.no_grad()
-    def _capture(self, static: StaticStep) -> None:
-        if not self.cuda_graphs:
-            return
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: kernel autotuning and allocator state before capture
-                self._run(static)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        static.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(static.graph, pool=self._pool):
-            static.out = self._run(static)
-
-    @torch.no_grad()
-    def step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        static = self.step_cache.get(clip, inputs, self._capture)
-        if static.graph is None:
-            return self._run(static)
-        static.graph.replay()
-        return static.out.clone()  # the graph overwrites its output on the next replay
+    def _guided_step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
+        return self.step_cache.run(clip, inputs, self._bind)

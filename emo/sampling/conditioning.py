@@ -10,12 +10,15 @@ Every backend consumes these three: the torch backends call the model with their
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ..config import RunConfig
 from ..io_spec import kv_names, mask_name
 from ..models.transformer import RefKV
+
+Convert = Callable[[str, torch.Tensor], torch.Tensor]  # (IO-spec name, tensor) -> the tensor as a backend keeps it
 
 
 @dataclass
@@ -30,6 +33,18 @@ class VideoConditioning:
         return {"image_tokens": self.image_tokens, "face_feature": self.face_feature,
                 **{mask_name(k): m for k, m in enumerate(self.masks)}, **kv}
 
+    @classmethod
+    def from_feed(cls, feed: dict[str, torch.Tensor], levels: int, layers: int) -> "VideoConditioning":
+        """The inverse of `feed` for a model with `levels` mask levels and `layers` self-attention layers."""
+        return cls(feed["image_tokens"], feed["face_feature"], [feed[mask_name(k)] for k in range(levels)],
+                   [tuple(feed[n] for n in kv_names(i)) for i in range(layers)])
+
+    def converted(self, convert: Convert) -> "VideoConditioning":
+        """Every tensor through `convert`: a graph backend keeps them in its denoiser's input dtypes and memory,
+        so that no step converts them again."""
+        return VideoConditioning.from_feed({k: convert(k, t) for k, t in self.feed().items()}, len(self.masks),
+                                           len(self.ref_kv))
+
 
 @dataclass
 class ClipConditioning:
@@ -38,18 +53,24 @@ class ClipConditioning:
     motion_features: torch.Tensor  # (2, n, c, h_mid, w_mid)
     ref_index: torch.Tensor  # (f,) int64: the reference entry each cond frame reads
 
+    def own_feed(self) -> dict[str, torch.Tensor]:
+        """The clip's own inputs (not its video's), by IO-spec name."""
+        return {"audio_tokens": self.audio_tokens, "motion_features": self.motion_features,
+                "ref_index": self.ref_index}
+
     def feed(self) -> dict[str, torch.Tensor]:
         """Every denoiser input but the step's, by IO-spec name."""
-        return self.video.feed() | {"audio_tokens": self.audio_tokens, "motion_features": self.motion_features,
-                                    "ref_index": self.ref_index}
+        return self.video.feed() | self.own_feed()
 
     @classmethod
     def from_feed(cls, feed: dict[str, torch.Tensor], levels: int, layers: int) -> "ClipConditioning":
         """The inverse of `feed` for a model with `levels` mask levels and `layers` self-attention layers."""
-        video = VideoConditioning(feed["image_tokens"], feed["face_feature"],
-                                  [feed[mask_name(k)] for k in range(levels)],
-                                  [tuple(feed[n] for n in kv_names(i)) for i in range(layers)])
-        return cls(video, feed["audio_tokens"], feed["motion_features"], feed["ref_index"])
+        return cls(VideoConditioning.from_feed(feed, levels, layers), feed["audio_tokens"], feed["motion_features"],
+                   feed["ref_index"])
+
+    def converted(self, convert: Convert) -> "ClipConditioning":
+        """The clip's own tensors through `convert` (its video's were converted once, with the video)."""
+        return ClipConditioning(self.video, **{k: convert(k, t) for k, t in self.own_feed().items()})
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""DDIM sampler with zero-terminal-SNR betas, v-prediction and trailing timestep spacing.
+"""DDIM sampler with zero-terminal-SNR betas, v-prediction and trailing timestep spacing (a `Sampler`).
 
 Our own implementation of diffusers' DDIMScheduler semantics for the settings Hallo uses (eta = 0), including its
 step rule prev_t = t - num_train_timesteps // steps (which differs from the trailing spacing when 1000 % steps != 0).
@@ -35,6 +35,9 @@ def _rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 
 
 class DDIM:
+    """Deterministic DDIM: each step depends on the current latents and prediction only, so its per-clip state is
+    None."""
+
     def __init__(self, cfg: SchedulerConfig, steps: int):
         if cfg.prediction_type not in ("v_prediction", "epsilon"):
             raise ValueError(f"unsupported prediction type {cfg.prediction_type!r}")
@@ -61,8 +64,16 @@ class DDIM:
             raise ValueError(f"unsupported timestep spacing {cfg.timestep_spacing!r}")
         return t.copy()
 
-    def step(self, model_output: torch.Tensor, t: int, sample: torch.Tensor) -> torch.Tensor:
-        """One deterministic DDIM update x_t -> x_{t-1}, computed in the sample's dtype."""
+    def start(self) -> None:
+        return None
+
+    def step(self, state: None, i: int, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """Step i: one deterministic DDIM update x_t -> x_prev_t, computed in the sample's dtype.
+
+        t = timesteps[i]; prev_t follows diffusers' rule t - num_train_timesteps // steps, not timesteps[i + 1]:
+        with trailing spacing the two differ when num_train_timesteps % steps != 0, and Hallo samples with the rule.
+        """
+        t = int(self.timesteps[i])
         prev_t = t - self.cfg.num_train_timesteps // self.steps
         a_t = self.alphas_cumprod[t]
         a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod

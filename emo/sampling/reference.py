@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import UNetConfig
 from ..geometry import Geometry
 from ..models.denoising_unet import DenoisingUNet
 from ..models.reference_unet import ReferenceUNet
@@ -62,16 +63,21 @@ def motion_context(tokens: torch.Tensor, motion_frames: int) -> torch.Tensor:
     return tokens[torch.cat([index % 2, (index + 1 + motion_frames) % 2])]
 
 
+def no_motion_features(cfg: UNetConfig, latent: int, like: torch.Tensor) -> torch.Tensor:
+    """The motion features of a clip without motion frames, in `like`'s dtype and device: (2, 0, c, h_mid, w_mid).
+    Empty, not absent, so that the denoiser's inputs keep one layout (the exported motion graph needs n >= 1)."""
+    hm = Geometry.of_latent(cfg, latent).mid
+    return like.new_zeros(2, 0, cfg.block_out_channels[-1], hm, hm)
+
+
 def motion_features(refnet: ReferenceUNet, motion_latents: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """Mid-block features of the motion frames per CFG half: (2, n, c, h_mid, w_mid).
 
     motion_latents (n, 4, h, w); context (2n, t, c) from `motion_context`.
     """
-    n = motion_latents.shape[0]
-    cfg = refnet.cfg
-    c = cfg.block_out_channels[-1]
-    hm = Geometry.of_latent(cfg, motion_latents.shape[-1]).mid
+    n, cfg = motion_latents.shape[0], refnet.cfg
     if n == 0:
-        return motion_latents.new_zeros(2, 0, c, hm, hm)
+        return no_motion_features(cfg, motion_latents.shape[-1], motion_latents)
+    hm = Geometry.of_latent(cfg, motion_latents.shape[-1]).mid
     rec = as_recorded(refnet(motion_latents.repeat(2, 1, 1, 1), context, up_to_mid=True)[mid_record_index(cfg)])
-    return rec.view(2, n, hm, hm, c).permute(0, 1, 4, 2, 3)  # (b s) (h w) c -> b s c h w
+    return rec.view(2, n, hm, hm, cfg.block_out_channels[-1]).permute(0, 1, 4, 2, 3)  # (b s) (h w) c -> b s c h w

@@ -12,18 +12,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ..errors import InputError
 from .jobs import DONE, FINISHED
-from .uploads import TooLarge
+from .errors import QueueFull, TooLarge
 
 if TYPE_CHECKING:
     from .ingress import Ingress
 
 API = "/v1/renders"
 PUBLIC = ("/healthz", "/")  # everything else needs the bearer token when one is set
-
-
-class QueueFull(Exception):
-    def __init__(self, retry_after_s: int):
-        self.retry_after_s = retry_after_s
 
 
 def _guard(app, token: str | None, max_body: int):

@@ -7,7 +7,6 @@ task that writes the streamed fragments to the job's MP4 and mirrors progress in
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import os
@@ -21,12 +20,14 @@ from typing import AsyncIterator, BinaryIO
 import numpy as np
 
 from ..errors import InputError
-from .api import QueueFull, create_api
+from . import events
+from .api import create_api
+from .errors import QueueFull, TooLarge
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, RUNNING, QUEUED, Job, JobTable
 from .metrics import Metrics
 from .settings import ServeConfig
 from .tempdirs import private_dir, sweep_orphans
-from .uploads import TooLarge, check_inputs, run_options, save_upload
+from .uploads import check_inputs, run_options, save_upload
 from .worker import RenderJob
 
 ADMISSION_WAIT_S = 0.5  # a render not refused by Serve's queue within this time is queued (202)
@@ -35,15 +36,14 @@ EXPIRY_PERIOD_S = 30.0
 
 class Ingress:
     async def __init__(self, worker, config: ServeConfig):
-        from ..cli.run import face_models_of
         from ..runtime.renderer import face_analysis
 
         self.worker, self.config = worker, config
         described = await worker.describe.remote()  # waits for the first replica to load its model
         self.model = described["model"]
-        renderer = argparse.Namespace(**config.renderer)
-        self.detector, _ = face_analysis(face_models_of(renderer))  # the replicas' detector, to refuse faceless photos
-        self.face_expand_ratio, self.demo = renderer.face_expand_ratio, bool(renderer.demo)
+        spec = config.renderer
+        self.detector, _ = face_analysis(spec.face_models_dir())  # the replicas' detector, to refuse faceless photos
+        self.face_expand_ratio, self.base_run = spec.face_expand_ratio, spec.preset_run()
         sweep_orphans(config.temp_dir)
         if config.results_dir:
             self.results = Path(config.results_dir)
@@ -84,7 +84,7 @@ class Ingress:
 
     def _check(self, image: BinaryIO, audio: BinaryIO, form: dict):
         limits = self.config.limits
-        run, seed = run_options(self.demo, form)
+        run, seed = run_options(form, self.base_run, self.model)
         d = private_dir(self.config.temp_dir)
         try:
             save_upload(image, d / "image", limits.max_upload_bytes, "uploaded image")
@@ -167,51 +167,50 @@ class Ingress:
         job.state, job.reason, job.error, job.finished = FAILED, reason, message, time.time()
         self.metrics.failures.labels(reason=reason).inc()
 
-    def _apply(self, job: Job, event: tuple, raw: np.ndarray | None) -> np.ndarray | None:
+    def _apply(self, job: Job, event: events.Event, raw: np.ndarray | None) -> np.ndarray | None:
         """One event from the replica -> the job's record and files (returns the open frames memmap)."""
-        kind = event[0]
         if job.state in FINISHED:  # cancelled while events were in flight
             return raw
-        if kind == "started":
-            info = event[1]
-            job.state, job.started = RUNNING, time.time()
-            job.clips, job.steps, job.frames_total = info["clips"], info["steps"], info["frames"]
-            job.replica = {k: info[k] for k in ("replica", "node", "pid")}
-            job.faces_found = info["faces_found"]
-            job.stream.write_bytes(b"")
-            if job.frames is not None:
-                raw = np.lib.format.open_memmap(job.frames.with_name(job.frames.name + ".part"), mode="w+",
-                                                dtype=np.float32, shape=(job.frames_total, job.run.size,
-                                                                         job.run.size, 3))
-        elif kind == "progress":
-            _, clip, job.clips, job.step, job.steps, job.frames_done = event
-            job.clip = clip
-        elif kind == "stream":
-            with open(job.stream, "ab") as f:
-                f.write(event[1])
-            job.stream_bytes += len(event[1])
-        elif kind == "video":
-            with open(job.video, "ab") as f:
-                f.write(event[1])
-        elif kind == "frames":
-            raw[job.frames_done:job.frames_done + len(event[1])] = event[1]
-        elif kind == "clip":
-            job.frames_done, job.clip, job.step = event[1], job.clip + 1, 0
-        elif kind == "done":
-            if raw is not None:
-                raw.flush()
-                os.replace(job.frames.with_name(job.frames.name + ".part"), job.frames)
-                raw = None
-            job.state, job.finished, job.frames_done = DONE, time.time(), event[1]["frames"]
-            self._durations.append(job.finished - (job.started or job.created))  # time on a replica
-            self.metrics.completed.inc()
-            self.metrics.frames.inc(job.frames_done)
-            self.metrics.fps.set(job.frames_done / max(event[1]["seconds"], 1e-9))
-            self.metrics.seconds.observe(job.finished - job.created)
-        elif kind == "failed":
-            self._fail(job, event[1], event[2])
-        elif kind == "cancelled":
-            job.state, job.finished = CANCELLED, job.finished or time.time()
+        match event:
+            case events.Started():
+                job.state, job.started = RUNNING, time.time()
+                job.clips, job.steps, job.frames_total = event.clips, event.steps, event.frames
+                job.replica = {"replica": event.replica, "node": event.node, "pid": event.pid}
+                job.faces_found = event.faces_found
+                job.stream.write_bytes(b"")
+                if job.frames is not None:
+                    raw = np.lib.format.open_memmap(job.frames.with_name(job.frames.name + ".part"), mode="w+",
+                                                    dtype=np.float32, shape=(job.frames_total, job.run.size,
+                                                                             job.run.size, 3))
+            case events.Progress():
+                job.clip, job.clips, job.step, job.steps = event.clip, event.clips, event.step, event.steps
+                job.frames_done = event.frames_done
+            case events.Stream():
+                with open(job.stream, "ab") as f:
+                    f.write(event.data)
+                job.stream_bytes += len(event.data)
+            case events.VideoChunk():
+                with open(job.video, "ab") as f:
+                    f.write(event.data)
+            case events.Frames():
+                raw[job.frames_done:job.frames_done + len(event.frames)] = event.frames
+            case events.ClipDone():
+                job.frames_done, job.clip, job.step = event.frames_done, job.clip + 1, 0
+            case events.Done():
+                if raw is not None:
+                    raw.flush()
+                    os.replace(job.frames.with_name(job.frames.name + ".part"), job.frames)
+                    raw = None
+                job.state, job.finished, job.frames_done = DONE, time.time(), event.frames
+                self._durations.append(job.finished - (job.started or job.created))  # time on a replica
+                self.metrics.completed.inc()
+                self.metrics.frames.inc(job.frames_done)
+                self.metrics.fps.set(job.frames_done / max(event.seconds, 1e-9))
+                self.metrics.seconds.observe(job.finished - job.created)
+            case events.Failed():
+                self._fail(job, event.reason, event.message)
+            case events.Cancelled():
+                job.state, job.finished = CANCELLED, job.finished or time.time()
         return raw
 
     async def follow(self, job: Job) -> AsyncIterator[bytes]:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..runtime.factory import RendererSpec
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ LIMIT_PRESETS = {
 class ServeConfig:
     """Everything the application is built from (emo-serve's command line, or a test)."""
 
-    renderer: dict  # emo-run's renderer options (models / engine_dir / demo, backend, device, dtype, faces, vocals)
+    renderer: RendererSpec  # what each replica loads, and how
     replicas: int = 1
     gpus_per_replica: float = 0.0
     cpus_per_replica: float = 1.0

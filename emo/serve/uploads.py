@@ -1,26 +1,23 @@
 """Checking a render request before it is queued: the form's settings and both uploads, with emo-run's own code.
 
-The settings go through emo-run's `run_config` (same defaults, same messages) and the uploads through
+The settings go through `RunOptions`, as emo-run's do (same defaults, same messages), and the uploads through
 `decode_inputs`, the part of Renderer.prepare that runs before the model: decoded by content (never by file name
 or extension), the face found with the replicas' detector, the audio decoded and measured. Messages name the
 upload ("uploaded image"), never a server path.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..config import ModelConfig, RunConfig
+from ..config import ModelConfig, RunConfig, RunOptions
 from ..errors import InputError
+from ..validation import DEFAULT_SEED, check_seed
+from .errors import TooLarge
 from .settings import Limits
 
 CHUNK = 1 << 20
-
-
-class TooLarge(InputError):
-    """An upload or a decoded input over one of the server's limits (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -31,18 +28,20 @@ class CheckedInputs:
     audio: bytes
 
 
-def run_options(demo: bool, form: dict) -> tuple[RunConfig, int]:
-    """Form fields (None: not given) -> emo-run's settings for them, checked as emo-run checks them, and the seed."""
-    from ..cli.run import add_run_options, run_config
+FORM_FIELDS = {"steps": "steps", "guidance_scale": "guidance_scale", "fps": "fps", "size": "size",
+               "frames_per_clip": "frames", "motion_frames": "motion_frames"}  # form field -> RunOptions field
 
-    p = argparse.ArgumentParser(add_help=False)
-    add_run_options(p)
-    args = p.parse_args([])
-    for name, value in form.items():
-        if value is not None:
-            setattr(args, name, value)
-    args.demo = demo
-    return run_config(args), args.seed
+
+def run_options(form: dict, base: RunConfig, model: ModelConfig | None = None) -> tuple[RunConfig, int]:
+    """Form fields (None: not given) -> the model's preset settings with them applied, checked as emo-run checks
+    them, and the seed."""
+    unknown = set(form) - set(FORM_FIELDS) - {"seed"}
+    if unknown:
+        raise InputError(f"unknown setting {sorted(unknown)[0]!r}")
+    run = RunOptions(**{FORM_FIELDS[k]: v for k, v in form.items() if k != "seed"}).apply(base, model)
+    seed = DEFAULT_SEED if form.get("seed") is None else form["seed"]
+    check_seed(seed)
+    return run, seed
 
 
 def save_upload(src: BinaryIO, dest: Path, budget: int, what: str) -> int:

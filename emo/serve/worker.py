@@ -1,15 +1,14 @@
 """A render replica: loads one Renderer once and renders one job at a time, streaming events back.
 
-`render()` is an async generator that Ray Serve streams to the ingress: ("started", info), ("progress", ...),
-("stream", fragmented-MP4 bytes) per clip, ("frames", raw float frames) per clip when asked, then the finished
-MP4 as ("video", bytes) chunks, and ("done", summary) or ("failed", reason, message). The finished MP4 is written
+`render()` is an async generator that Ray Serve streams to the ingress: the events of `events.py` (Started,
+Progress, Stream (fragmented-MP4 bytes) and, when asked, Frames per clip, then the finished MP4 as VideoChunks,
+and Done; or Failed / Cancelled). The finished MP4 is written
 by emo-run's own Mp4Writer (same encoder settings, so the same frames as `emo-run`); the stream is a separate
 low-latency encoding (fmp4.py). The model runs in a worker thread; cancelling the request
 (DELETE, or the client going away) stops it at the next denoising step.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -17,16 +16,20 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 import numpy as np
 
 from ..config import RunConfig
 from ..errors import InputError
 from ..media.mp4 import Mp4Writer
+from . import events
 from .fmp4 import FragmentedMp4
 from .tempdirs import private_dir, sweep_orphans
 
+
+if TYPE_CHECKING:
+    from ..runtime.factory import RendererSpec
 
 CHUNK = 4 << 20  # bytes of the finished MP4 per event
 
@@ -43,21 +46,21 @@ class RenderJob:
     frames_out: bool = False
 
 
-class Cancelled(Exception):
+class CancelRequested(Exception):
     """Raised inside the render thread at the next step after the request was cancelled."""
 
 
 class RenderWorker:
-    def __init__(self, renderer_options: dict, temp_dir: str | None = None, threads: int | None = None):
+    def __init__(self, spec: RendererSpec, temp_dir: str | None = None, threads: int | None = None):
         import torch
 
-        from ..cli.run import build_renderer
+        from ..runtime.factory import build_renderer
 
         if threads:  # the CPUs Ray reserved for this replica (replicas sharing a machine must not oversubscribe)
             torch.set_num_threads(threads)
         self.temp_dir = temp_dir
         sweep_orphans(temp_dir)  # what a killed predecessor on this host left behind
-        self.renderer = build_renderer(argparse.Namespace(**renderer_options))
+        self.renderer = build_renderer(spec)
         try:
             from ray import serve
 
@@ -69,35 +72,35 @@ class RenderWorker:
         """The model this replica serves: the ingress checks uploads against it."""
         return {"model": self.renderer.cfg, "replica": self.replica}
 
-    async def render(self, job: RenderJob) -> AsyncIterator[tuple]:
+    async def render(self, job: RenderJob) -> AsyncIterator[events.Event]:
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
 
-        def emit(*event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        def emit(event: events.Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
 
         def work() -> None:
             try:
                 self._render(job, emit, cancel)
-            except Cancelled:
-                emit("cancelled")
+            except CancelRequested:
+                emit(events.Cancelled())
             except InputError as e:
-                emit("failed", "input", str(e))
+                emit(events.Failed("input", str(e)))
             except Exception as e:  # reported to the client as an internal error, with its type
-                emit("failed", "internal", f"{type(e).__name__}: {e}")
+                emit(events.Failed("internal", f"{type(e).__name__}: {e}"))
             finally:
-                loop.call_soon_threadsafe(events.put_nowait, None)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
 
         thread = loop.run_in_executor(None, work)
         try:
-            while (event := await events.get()) is not None:
+            while (event := await queue.get()) is not None:
                 yield event
         finally:
             cancel.set()  # a cancelled request (or a consumer gone) stops the render at its next step
             await asyncio.wait([thread])
 
-    def _render(self, job: RenderJob, emit: Callable[..., None], cancel: threading.Event) -> None:
+    def _render(self, job: RenderJob, emit: Callable[[events.Event], None], cancel: threading.Event) -> None:
         d = private_dir(self.temp_dir)
         encoder = None
         try:
@@ -108,34 +111,33 @@ class RenderWorker:
             start = time.perf_counter()
             prepared = self.renderer.prepare(image, audio, run)
             clips = prepared.windows.shape[0] // run.frames
-            emit("started", {"frames": prepared.frames, "clips": clips, "steps": run.steps,
-                             "faces_found": prepared.portrait.faces_found, "replica": self.replica,
-                             "node": socket.gethostname(), "pid": os.getpid()})
+            emit(events.Started(prepared.frames, clips, run.steps, prepared.portrait.faces_found, self.replica,
+                                socket.gethostname(), os.getpid()))
             encoder = FragmentedMp4(run.fps, run.size, run.frames, audio)
 
             def progress(p) -> None:
                 if cancel.is_set():
-                    raise Cancelled
-                emit("progress", p.clip, p.clips, p.step, p.steps, p.frames_done)
+                    raise CancelRequested
+                emit(events.Progress(p.clip, p.clips, p.step, p.steps, p.frames_done))
 
             done = 0
             with Mp4Writer(d / "video.mp4", run.fps, run.size, audio) as writer:  # emo-run's own encoding
                 for frames in self.renderer.stream(prepared, run, job.seed, progress):
                     if cancel.is_set():
-                        raise Cancelled
+                        raise CancelRequested
                     pixels = np.round(frames * 255).astype(np.uint8)
                     writer.write(pixels)
-                    emit("stream", encoder.write(pixels))
+                    emit(events.Stream(encoder.write(pixels)))
                     if job.frames_out:
-                        emit("frames", frames)
+                        emit(events.Frames(frames))
                     done += len(frames)
-                    emit("clip", done)
-            emit("stream", encoder.close())
+                    emit(events.ClipDone(done))
+            emit(events.Stream(encoder.close()))
             encoder = None
             with open(d / "video.mp4", "rb") as f:
                 while chunk := f.read(CHUNK):
-                    emit("video", chunk)
-            emit("done", {"frames": done, "seconds": time.perf_counter() - start})
+                    emit(events.VideoChunk(chunk))
+            emit(events.Done(done, time.perf_counter() - start))
         finally:
             if encoder is not None:
                 encoder.abort()

@@ -14,7 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

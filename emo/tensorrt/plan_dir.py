@@ -1,4 +1,5 @@
-"""A TensorRT engine directory as the tensorrt backend sees it, checked before any plan is deserialized.
+"""A TensorRT plan directory (made by emo-build-engine from an ONNX export directory) as the runtime reads it,
+checked before any plan is deserialized.
 
 Refused, each in one line: a manifest of another format version or model config (`read_manifest`); plans built
 with another TensorRT flavour or version than the one installed, or for other GPUs; a missing, truncated or
@@ -15,7 +16,7 @@ from types import ModuleType
 
 from ..io_spec import COMPONENTS, ComponentSpec, component_specs
 from ..manifest import EngineDirError, GraphEntry, Manifest, file_sha256, read_manifest
-from ..trt_flavours import FLAVOURS, collecting_logger, import_flavour, sm_name
+from .flavours import FLAVOURS, collecting_logger, import_flavour, sm_name
 
 TRT_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int64": "int64", "int32": "int32"}
 PLAN_PROBLEMS = ("MALFORMED_ENGINE", "VERSION_MISMATCH", "UNSUPPORTED_CC")  # engine-validity bits about the plan
@@ -42,7 +43,7 @@ class ProfileBindings:
         return {b.name: b.shapes[1] for b in self.bindings if b.shapes is not None}
 
 
-def engine_module(manifest: Manifest, directory: Path) -> ModuleType:
+def plan_module(manifest: Manifest, directory: Path) -> ModuleType:
     """The installed module of the flavour the plans were built with, at the same version; else refused."""
     engine = manifest.engine or {}
     flavour = FLAVOURS.get(engine.get("flavour"))
@@ -59,6 +60,7 @@ def engine_module(manifest: Manifest, directory: Path) -> ModuleType:
 
 
 def check_target(manifest: Manifest, directory: Path, capability: int, gpu_name: str = "this GPU") -> None:
+    """Refuse plans built for other GPUs than one of compute capability `capability`."""
     targets = (manifest.engine or {}).get("targets", [])
     if sm_name(capability) not in targets:
         raise EngineDirError(f"{directory} holds engines for {', '.join(targets) or 'no GPU'}; {gpu_name} is "
@@ -169,19 +171,19 @@ def check_feed(spec: ComponentSpec, plan: list[ProfileBindings], feed: Feed) -> 
 
 
 @dataclass
-class EngineDir:
+class PlanDir:
     directory: Path
     manifest: Manifest
     specs: dict[str, ComponentSpec]
     plans: dict[str, list[ProfileBindings]]  # component -> its binding plan
 
 
-def open_engine_dir(directory: str | Path, trt: ModuleType | None = None,
-                    components: tuple[str, ...] = COMPONENTS) -> tuple[EngineDir, ModuleType]:
+def open_plan_dir(directory: str | Path, trt: ModuleType | None = None,
+                  components: tuple[str, ...] = COMPONENTS) -> tuple[PlanDir, ModuleType]:
     """Every check that needs no GPU; `trt` defaults to the installed module of the manifest's flavour."""
     directory = Path(directory)
     manifest = read_manifest(directory, "tensorrt", components)
-    trt = trt or engine_module(manifest, directory)
+    trt = trt or plan_module(manifest, directory)
     specs = component_specs(manifest.model(), manifest.shape_ranges())
     source_precision = (manifest.engine or {}).get("source_precision", manifest.precision)
     plans = {}
@@ -189,4 +191,4 @@ def open_engine_dir(directory: str | Path, trt: ModuleType | None = None,
         entry = manifest.components[name]
         check_plan_file(trt, directory, name, entry)
         plans[name] = binding_plan(specs[name], entry, source_precision)
-    return EngineDir(directory, manifest, specs, plans), trt
+    return PlanDir(directory, manifest, specs, plans), trt
