@@ -10,6 +10,7 @@ code; a back end may round up inside). Each result is checked against float32 ma
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -79,9 +80,9 @@ def run(size: str, device: torch.device, dtype: torch.dtype, iters: int) -> list
         index = ((f + torch.arange(f)) % ENTRIES).to(device)
         want = _reference(q, k, v, k_ref, v_ref, index)
         flop = 4 * HEADS * d * tokens * (f * tokens + f * 2 * tokens)  # QK^T and PV, uncond + cond rows
-        paths = {name: (lambda b=b: _with_backend(sdpa_kernel, b, q, k, v, k_ref, v_ref, index))
-                 for name, b in _backends().items()}
-        paths["triton"] = lambda: _triton(q, k, v, k_ref, v_ref, index)
+        args = (q, k, v, k_ref, v_ref, index)
+        paths = {name: functools.partial(_with_backend, sdpa_kernel, b, *args) for name, b in _backends().items()}
+        paths["triton"] = functools.partial(_triton, *args)
         for name, fn in paths.items():
             entry = {"path": name, "head_dim": d, "tokens": tokens, "rows": 2 * f, "dtype": str(dtype)[6:]}
             try:

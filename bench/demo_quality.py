@@ -23,8 +23,15 @@ import numpy as np
 import torch
 
 from emo.config import RunOptions
-from emo.demo_model.clips import (HELD_OUT_IDENTITIES, HELD_OUT_VOICES, framed_face, identities, make_clip,
-                                  reference_crop, write_inputs)
+from emo.demo_model.clips import (
+    HELD_OUT_IDENTITIES,
+    HELD_OUT_VOICES,
+    framed_face,
+    identities,
+    make_clip,
+    reference_crop,
+    write_inputs,
+)
 from emo.demo_model.voices import espeak_available, espeak_sentence, synth_voice
 from emo.quality.metrics import measure
 from emo.quality.render import render_and_measure

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' golden helpers, run from the tree
-
-from emo.config import ModelConfig, RunConfig, preset  # noqa: E402
-from emo.kernels import registry  # noqa: E402
-from tests.golden import (REAL_SIZE_TOLERANCES, cases, golden_net, golden_vae, load_case,  # noqa: E402
-                          run_case)
+from emo.config import ModelConfig, RunConfig, preset
+from emo.golden.cases import REAL_SIZE_TOLERANCES, cases, load_case
+from emo.golden.run import golden_net, golden_vae, run_case
+from emo.kernels import registry
 
 # (name, dtype, TF32 on, kernels on)
 VARIANTS = (("fp32", torch.float32, False, False), ("fp32-tf32", torch.float32, True, False),

@@ -22,16 +22,15 @@ import numpy as np
 import torch
 
 from emo.calibration.amax import activation_amax
-from emo.calibration.gate import component_error
 from emo.calibration.media_set import CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, generated_pairs
 from emo.calibration.policy import POLICIES, WEIGHT_OPS
 from emo.calibration.qdq import quant_targets, quantize_graph
 from emo.calibration.record import RecordingBackend, render_pairs
+from emo.checkpoints.model_dir import random_models
 from emo.config import PRESETS
 from emo.export.exporter import export_models
 from emo.export.graphs import component_module
 from emo.io_spec import component_specs
-from emo.checkpoints.model_dir import random_models
 
 POLICY = POLICIES["default"]
 
@@ -62,8 +61,13 @@ def graph_max(src: Path, tmp: Path, calib, held, fmt: str) -> list[np.ndarray]:
 
 def ort_static(src: Path, tmp: Path, calib, held, fmt: str) -> list[np.ndarray]:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

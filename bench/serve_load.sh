@@ -20,6 +20,6 @@ for _ in $(seq 240); do
     kill -0 $SERVER 2>/dev/null || { cat "$LOG"; exit 1; }
     sleep 1
 done
-python -m emo.serve.loadgen "$IMAGE" "$AUDIO" --url "http://127.0.0.1:$PORT" --requests "$REQUESTS" \
+python bench/loadgen.py "$IMAGE" "$AUDIO" --url "http://127.0.0.1:$PORT" --requests "$REQUESTS" \
     --clients "$CLIENTS" --form "$FORM" --max-wait "${MAX_WAIT:-30}" --out "$OUT"
 echo "wrote $OUT"

@@ -196,7 +196,8 @@ class ModelConfig:
             downsample_padding=u["downsample_padding"], mid_block_scale_factor=u["mid_block_scale_factor"],
         )
         mk = extra["motion_module_kwargs"]
-        if any(t != "Temporal_Self" for t in mk["attention_block_types"]) or mk.get("temporal_attention_dim_div", 1) != 1:
+        if (any(t != "Temporal_Self" for t in mk["attention_block_types"])
+                or mk.get("temporal_attention_dim_div", 1) != 1):
             raise ValueError("only Temporal_Self motion attention with dim_div 1 is supported")
         motion = MotionConfig(
             heads=mk["num_attention_heads"], num_layers=mk["num_transformer_block"],

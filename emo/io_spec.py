@@ -100,7 +100,7 @@ class ComponentSpec:
             shape = tuple(shapes[t.name])
             if len(shape) != len(t.shape):
                 return f"{self.name}: {t.name} has rank {len(shape)}, expected {len(t.shape)}"
-            for want, got in zip(t.shape, shape):
+            for want, got in zip(t.shape, shape, strict=True):
                 if isinstance(want, int):
                     if want != got:
                         return f"{self.name}: {t.name} has shape {shape}, expected {t.shape}"

@@ -54,7 +54,7 @@ def activation_amax(graph: Path, tensors: list[str], feeds: list[Feed], budget_b
     while start < len(inner):
         names = inner[start:start + chunk]
         for feed in feeds:
-            for name, x in zip(names, session.run(names, feed)):
+            for name, x in zip(names, session.run(names, feed), strict=True):
                 amax[name] = max(amax[name], float(np.abs(x).max(initial=0.0)))
                 largest = max(largest, x.nbytes)
         start += len(names)

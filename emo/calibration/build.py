@@ -134,14 +134,14 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, fmt: str, policy:
 
         say(f"gate: rendering {len(held_out)} held-out input(s) with the fp32 and the {fmt} graphs")
         reference = RecordingBackend(fp32_dir, policy.components, settings.threads)
-        ref_frames = render_pairs(reference, held_out, run, seed)
+        ref = render_pairs(reference, held_out, run, seed)
         held_feeds, reference = reference.feeds, None  # its sessions go: real-size graphs are large
-        got_frames = render_pairs(OnnxRuntimeBackend(staging, "cpu", settings.threads), held_out, run, seed)
+        got = render_pairs(OnnxRuntimeBackend(staging, "cpu", settings.threads), held_out, run, seed)
         errors = {name: component_error(fp32_dir / fp32.components[name].file, staging / manifest.components[name].file,
                                         held_feeds[name], settings.threads)
                   for name in policy.components}
-        gate = gate_record(frame_error(ref_frames, got_frames), errors, settings.min_psnr_db,
-                           settings.accept_accuracy_loss)
+        gate = gate_record(frame_error(ref.frames, got.frames), errors, settings.min_psnr_db,
+                           settings.accept_accuracy_loss, {"fp32": ref.lip_sync_r, fmt: got.lip_sync_r})
         manifest.quantization = {"format": fmt, "policy": policy.to_dict(), "calibration_file": CALIBRATION_FILE,
                                  **hashes, "calibration_pairs": [p.name for p in calibration],
                                  "held_out_pairs": [p.name for p in held_out], "gate": gate}

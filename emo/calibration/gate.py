@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..quality.render import psnr
 from .record import Feed
 
 DEFAULT_MIN_PSNR_DB = 30.0
@@ -51,7 +52,7 @@ def component_error(fp32_graph: Path, quant_graph: Path, feeds: list[Feed], thre
     names = [o.name for o in ref_s.get_outputs()]
     worst, max_abs, total, count, max_ref, cosine = names[0], 0.0, 0.0, 0, 0.0, 1.0
     for feed in feeds:
-        for name, ref, got in zip(names, ref_s.run(None, feed), got_s.run(None, feed)):
+        for name, ref, got in zip(names, ref_s.run(None, feed), got_s.run(None, feed), strict=True):
             ref, got = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
             err = np.abs(got - ref)
             if err.max(initial=0.0) > max_abs:
@@ -66,16 +67,17 @@ def component_error(fp32_graph: Path, quant_graph: Path, feeds: list[Feed], thre
 
 def frame_error(ref: np.ndarray, got: np.ndarray) -> FrameError:
     """Frames in [0, 1] -> PSNR (peak 1) over all of them, and the largest / mean absolute difference."""
-    diff = got.astype(np.float64) - ref.astype(np.float64)
-    mse = float(np.mean(diff ** 2))
-    return FrameError(math.inf if mse == 0 else 10 * math.log10(1 / mse), float(np.abs(diff).max()),
-                      float(np.abs(diff).mean()), ref.shape[0])
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    return FrameError(psnr(got, ref), float(diff.max()), float(diff.mean()), ref.shape[0])
 
 
 def gate_record(frames: FrameError, components: dict[str, ComponentError], min_psnr_db: float,
-                accepted: bool) -> dict:
+                accepted: bool, lip_sync_r: dict[str, list[float]] | None = None) -> dict:
+    """The gate's verdict and measurements; lip_sync_r: per variant (fp32, the format), each held-out pair's
+    lip-sync score (emo.quality), reported beside the PSNR the gate decides on."""
     passed = frames.psnr_db >= min_psnr_db
     return {"min_psnr_db": min_psnr_db, "passed": passed, "accepted_loss": accepted and not passed,
+            "lip_sync_r": {k: [round(r, 4) for r in v] for k, v in (lip_sync_r or {}).items()},
             "frames": {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
                        for k, v in asdict(frames).items()},
             "components": {name: {k: (round(v, 8) if isinstance(v, float) else v) for k, v in asdict(e).items()}

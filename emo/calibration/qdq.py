@@ -146,7 +146,8 @@ def quantize_graph(src: Path, dst: Path, amax: dict[str, float], policy: QuantPo
                 dtype, raw, scales = quantize_weight(w, axis, fmt)
                 q, s, z = f"{t.weight}_quantized", f"{t.weight}_scale", f"{t.weight}_zero_point"
                 new_inits += [helper.make_tensor(q, dtype, list(w.shape), raw, raw=True),
-                              numpy_helper.from_array(scales, s), _zero(onnx, z, qtype, scales.size if axis is not None else None)]
+                              numpy_helper.from_array(scales, s),
+                              _zero(onnx, z, qtype, scales.size if axis is not None else None)]
                 dq = helper.make_node("DequantizeLinear", [q, s, z], [f"{t.weight}_dq"],
                                       name=f"{t.weight}_DequantizeLinear")
                 if axis is not None:

@@ -7,6 +7,7 @@ renders: every denoising step's timestep, chained clips with their motion frames
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..quality.render import render_and_measure
 from ..runtime.onnxruntime_backend import OnnxRuntimeBackend
 from ..runtime.renderer import Renderer
 from .media_set import MediaPair
@@ -35,14 +37,21 @@ class RecordingBackend(OnnxRuntimeBackend):
         return super().run_arrays(component, arrays)
 
 
+@dataclass
+class Renders:
+    frames: np.ndarray  # every pair's frames, (N, H, W, 3) float32 in [0, 1]
+    lip_sync_r: list[float]  # per pair: emo.quality's lip-sync score of its frames
+
+
 def render_pairs(backend: OnnxRuntimeBackend, pairs: list[MediaPair], run: RunConfig, seed: int,
-                 on_pair: Callable[[MediaPair], None] | None = None) -> np.ndarray:
-    """Render every pair (pair i with seed + i) -> all frames, (N, H, W, 3) float32 in [0, 1]."""
+                 on_pair: Callable[[MediaPair], None] | None = None) -> Renders:
+    """Render every pair (pair i with seed + i), and score each one's lip sync."""
     renderer = Renderer(backend)
-    frames = []
+    frames, scores = [], []
     for i, pair in enumerate(pairs):
         if on_pair is not None:
             on_pair(pair)
-        prepared = renderer.prepare(pair.image, pair.audio, run)
-        frames.extend(renderer.stream(prepared, run, seed=seed + i))
-    return np.concatenate(frames)
+        report, pair_frames = render_and_measure(renderer, run, pair.image, pair.audio, seed + i)
+        frames.append(pair_frames)
+        scores.append(report.lip_sync_r)
+    return Renders(np.concatenate(frames), scores)

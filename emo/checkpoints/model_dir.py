@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from .hallo_net import load_hallo_net
-from .vae import load_vae
 from ..config import HALLO_SD15, TINY, ModelConfig
 from ..errors import InputError
 from ..models.hallo import HalloNet
 from ..models.init import randomize_
 from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
+from .hallo_net import load_hallo_net
+from .vae import load_vae
 
 CONFIG_FILE = "emo_config.json"  # optional: a ModelConfig for non-default shapes; hallo-sd15 otherwise
 NET_FILES = ("hallo/net.pth", "hallo/net.safetensors")

@@ -29,9 +29,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             culprit = next(ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln).split(" was ")[0]
             raise CheckpointError(f"{path} is not a weights-only checkpoint, refusing to unpickle code "
                                   f"({culprit.removeprefix('WeightsUnpickler error: ')})") from None
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, or not a weights-only torch checkpoint") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, "
+                              "or not a weights-only torch checkpoint") from None
     except Exception as e:  # corrupt / truncated files surface as many exception types
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {first_line}") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} does not hold a flat tensor state dict")
     return sd

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..config import PRESETS, RunConfig
+from ..config import PRESETS, RunConfig, RunOptions
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-calibrate"
@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     from ..calibration.policy import FORMATS, POLICIES
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    add_model_source(p)
+    add_model_source(p, required=False)  # the trained demo model by default: its gate numbers mean something
     p.add_argument("--precision", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output export directory (replaced if it "
                                                                        "holds an export)")
@@ -44,17 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace, model_name: str) -> RunConfig:
-    preset = PRESETS.get(model_name, PRESETS["hallo-sd15"]).run
-    run = RunConfig(frames=args.frames_per_clip or preset.frames, motion_frames=preset.motion_frames,
-                    steps=args.steps or preset.steps, size=args.size or preset.size)
-    run.validate()
-    return run
+    preset = PRESETS.get(model_name, PRESETS["hallo-sd15"])
+    return RunOptions(frames=args.frames_per_clip, steps=args.steps, size=args.size).apply(preset.run, preset.model)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..calibration.build import CalibrationSettings, GateFailed, check_out_dir, quantize_export
-    from ..calibration.media_set import (CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, folder_pairs,
-                                         generated_pairs)
+    from ..calibration.media_set import CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, folder_pairs, generated_pairs
     from ..calibration.policy import POLICIES
     from ..errors import InputError
     from ..export.exporter import export_models
@@ -90,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     gate = m.quantization["gate"]
     say(f"{PROG}: wrote {args.precision} export to {out}: held-out frames {gate['frames']['psnr_db']:.1f} dB PSNR "
         f"vs fp32 (gate {gate['min_psnr_db']:g} dB{', accepted below it' if gate['accepted_loss'] else ''})")
+    for variant, scores in gate["lip_sync_r"].items():
+        say(f"  lip-sync r ({variant}): " + ", ".join(f"{r:.3f}" for r in scores))
     for name, e in gate["components"].items():
         say(f"  {name:10s} max |err| {e['max_abs']:.3g} (output up to {e['max_ref']:.3g}), mean {e['mean_abs']:.3g},"
             f" cosine {e['cosine']:.5f}")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.model_dir import random_models
 from ..config import PRESETS, TINY, RunConfig
 from ..geometry import Geometry
-from ..checkpoints.model_dir import random_models
 from ..sampling.eager_clip import run_clip
 
 
@@ -27,15 +27,19 @@ def demo_inputs(size: int, frames: int, motion_frames: int, cfg, seed: int) -> d
     ref = torch.stack([xx, yy, 0.5 * torch.sin(3 * xx * yy)])  # (3, H, W) in [-1, 1]
     face = ((xx / 0.6) ** 2 + (yy / 0.75) ** 2 <= 1).float()
     lip = ((xx / 0.25) ** 2 + ((yy - 0.45) / 0.1) ** 2 <= 1).float()
+
+    def pool(m: torch.Tensor, side: int) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(m[None, None], side).flatten()
+
     masks = []
     geo = Geometry.of(cfg, size)
     for level in range(geo.levels):
         r = geo.side(level)
-        pool = lambda m: torch.nn.functional.adaptive_avg_pool2d(m[None, None], r).flatten()
-        masks.append(torch.stack([1 - pool(face), pool(face) - pool(lip), pool(lip)]))
+        masks.append(torch.stack([1 - pool(face, r), pool(face, r) - pool(lip, r), pool(lip, r)]))
     feats = torch.randn(frames, cfg.audioproj.seq_len, cfg.audioproj.blocks, cfg.audioproj.channels, generator=g)
-    return dict(ref_image=ref, motion_pixels=ref.expand(motion_frames, -1, -1, -1), face_emb=torch.randn(512, generator=g),
-                face_region=face.expand(3, -1, -1), masks=masks, audio_feats=feats)
+    return dict(ref_image=ref, motion_pixels=ref.expand(motion_frames, -1, -1, -1),
+                face_emb=torch.randn(512, generator=g), face_region=face.expand(3, -1, -1), masks=masks,
+                audio_feats=feats)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,9 @@ from ..config import PRESETS
 from ..errors import InputError
 
 
-def add_model_source(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+def add_model_source(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--models / --demo / --random; not required: the demo model when none is given."""
+    src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--models", metavar="DIR", help="model directory in Hallo's pretrained_models layout")
     src.add_argument("--demo", action="store_true", help="the trained demo model emo-run --demo uses")
     src.add_argument("--random", metavar="PRESET", choices=sorted(PRESETS),
@@ -26,7 +27,8 @@ def load_models(args: argparse.Namespace):
     from ..runtime.factory import RendererSpec
     from ..runtime.factory import load_models as load
 
-    return load(RendererSpec(models=args.models, demo=bool(args.demo), random=args.random))
+    demo = bool(args.demo) or not (args.models or args.random)
+    return load(RendererSpec(models=args.models, demo=demo, random=args.random))
 
 
 class Terminated(BaseException):

@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     components = tuple(c.strip() for c in args.components.split(",") if c.strip())
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown or not components:
-        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(COMPONENTS)}")
+        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(COMPONENTS)}")
     models = load_models(args)
     ranges = PRESETS[args.ranges].ranges if args.ranges else None
     if args.max_audio_seconds is not None:

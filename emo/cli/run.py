@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from importlib import resources
-from pathlib import Path
 
 from ..config import PRESETS, RunConfig, RunOptions
 from ..errors import InputError

@@ -18,7 +18,7 @@ from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder, compute_audio_features
 from ..preprocess.face import Face
 from ..preprocess.portrait import prepare_portrait
-from .clips import TRAIN_VOICES, CROP_SCALE, framed_identity, make_clip
+from .clips import CROP_SCALE, TRAIN_VOICES, framed_identity, make_clip
 from .faces import Pose
 
 REFERENCE_KINDS = ("rest", "own-mouth", "frame", "frame")

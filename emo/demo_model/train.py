@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints.model_dir import Models
 from ..config import TINY, ModelConfig, demo_config
 from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
-from ..checkpoints.model_dir import Models
 from .clips import TRAIN_IDENTITIES, identities
 from .progress import StageProgress
 from .state import EMA
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = identities(TRAIN_IDENTITIES, args.identities)
     record = args.work / "run.json"
     runs = json.loads(record.read_text()) if record.is_file() else []
-    runs.append({"argv": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.machine(),
+    runs.append({"args": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.machine(),
                  "processor": platform.processor(), "threads": args.threads, "torch": torch.__version__,
                  "identities": ids})
     record.write_text(json.dumps(runs, indent=1))
@@ -125,7 +125,8 @@ def _training_record(args: argparse.Namespace, runs: list[dict]) -> dict:
                         "last_loss": losses[-1]["loss"] if losses else None,
                         "validation": [r for r in rows if "validation" in r]}
     audio = torch.load(args.work / "audio.pt", weights_only=True)
-    return {"command": "python -m emo.demo_model.train " + " ".join(sys.argv[1:]), "runs": runs, "stages": stages,
+    commands = [" ".join(["python -m emo.demo_model.train", *r["args"]]) for r in runs]
+    return {"commands": commands, "runs": runs, "stages": stages,
             "audio_held_out_r": audio["held_out_r"], "settings": {k: str(v) for k, v in vars(args).items()}}
 
 

@@ -25,8 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..models.hallo import HalloNet
 from ..preprocess.audio_features import FrameWindows
-from ..sampling.reference import (motion_context, motion_features, reference_context, reference_index,
-                                  reference_kv)
+from ..sampling.reference import motion_context, motion_features, reference_context, reference_index, reference_kv
 from .dataset import TrainingData
 from .objective import Objective
 from .state import EMA, LossLog, TrainState
@@ -86,7 +85,8 @@ class DenoiserTrainer:
         refs = self.data.identities[self.data.clips[clip].identity].ref_latents.shape[0]
         u = rng.random()
         return Sample(clip, start, int(rng.integers(refs)), int(rng.integers(self.objective.steps)),
-                      no_image=bool(rng.random() < self.dropout.image), no_audio=bool(rng.random() < self.dropout.audio),
+                      no_image=bool(rng.random() < self.dropout.image),
+                      no_audio=bool(rng.random() < self.dropout.audio),
                       unconditional=bool(u < self.dropout.all), first=first)
 
     def predict(self, s: Sample, noisy: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ def _vowel(rng: np.random.Generator, n: int, f0: np.ndarray, formants: tuple[int
     scale = rng.uniform(0.9, 1.12)  # vocal-tract length
     for k in range(1, int(4000 / f0.min()) + 1):
         fk = k * f0
-        gain = sum(_resonance(fk, f * scale, 80 + 0.08 * f) * w for f, w in zip(formants, (1.0, 0.6, 0.3)))
+        gain = sum(_resonance(fk, f * scale, 80 + 0.08 * f) * w for f, w in zip(formants, (1.0, 0.6, 0.3), strict=True))
         out += gain * (fk < sr / 2 - 500) * np.sin(k * phase) / k ** 0.7
     return out
 

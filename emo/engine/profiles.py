@@ -33,7 +33,7 @@ def default_point(ranges: ShapeRanges) -> Point:
 
 def check_point(point: Point, ranges: ShapeRanges) -> None:
     for value, (lo, _, hi), what in zip(point, (ranges.frames, ranges.motion_frames, ranges.size),
-                                        ("frames", "motion frames", "size")):
+                                        ("frames", "motion frames", "size"), strict=True):
         if not lo <= value <= hi:
             raise ValueError(f"opt point {point}: {what} {value} is outside the export's range [{lo}, {hi}]")
 

@@ -6,11 +6,11 @@ from typing import Callable
 
 import torch
 
+from ..checkpoints.model_dir import Models
 from ..checkpoints.state_dict import weights_hash
 from ..config import ShapeRanges
 from ..io_spec import COMPONENTS, component_specs, default_ranges, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
-from ..checkpoints.model_dir import Models
 from .graphs import component_module
 from .onnx_export import OPSET, ExportedGraph, export_component
 

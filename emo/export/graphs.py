@@ -7,17 +7,17 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..io_spec import ComponentSpec
 from ..models.denoising_unet import DenoisingUNet
 from ..models.hallo import HalloNet
 from ..models.reference_unet import ReferenceUNet
+from ..models.unet_layout import transformer_count
 from ..models.vae import VAE
 from ..preprocess.audio_features import AudioEncoder
-from ..io_spec import ComponentSpec
-from ..models.unet_layout import transformer_count
-from ..sampling.latents import decode_images, encode_latents
-from ..sampling.torch_model import guided_step
 from ..sampling.conditioning import ClipConditioning, StepInputs
+from ..sampling.latents import decode_images, encode_latents
 from ..sampling.reference import motion_features, reference_kv
+from ..sampling.torch_model import guided_step
 
 
 class AudioEncoderGraph(nn.Module):

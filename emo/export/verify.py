@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.model_dir import Models
 from ..geometry import size_unit
 from ..io_spec import component_specs, dim_values, trace_values
 from ..manifest import read_manifest
-from ..checkpoints.model_dir import Models
 from .graphs import component_module
 from .inputs import example_inputs
 
@@ -92,7 +92,7 @@ def verify_export(export_dir: str | Path, models: Models, components: tuple[str,
                 feed = {t.name: inputs[t.name].numpy().astype(t.numpy_dtype(prec)) for t in spec.inputs}
                 got = runner.infer(feed)
                 errs = {t.name: float(np.abs(got[t.name].astype(np.float32) - r.float().numpy()).max(initial=0))
-                        for t, r in zip(spec.outputs, ref)}
+                        for t, r in zip(spec.outputs, ref, strict=True)}
                 worst = max(errs, key=errs.get)
                 max_ref = max(float(r.abs().max()) if r.numel() else 0.0 for r in ref)
                 results.append(Comparison(name, point, prec, errs[worst], max_ref, worst,

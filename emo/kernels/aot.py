@@ -71,7 +71,8 @@ def _source(launch: Launch):
 
     fn = launch.function()
     signature, constants, attrs = {}, dict(launch.constants), {}
-    for i, (name, value) in enumerate(zip(fn.arg_names, launch.args)):
+    # arg_names runs on into the constexpr parameters, which launch.args stops before (they are in constants)
+    for i, (name, value) in enumerate(zip(fn.arg_names, launch.args, strict=False)):
         kind, constant, divisible = _specialize(value)
         signature[name] = kind
         if constant is not None:

@@ -6,7 +6,7 @@ import triton.language as tl
 
 
 @triton.jit
-def audio_attention_kernel(Q, K, V, M, O, L, T, HEADS, HEADS_PER_MASK, D, scale,
+def audio_attention_kernel(Q, K, V, M, Out, L, T, HEADS, HEADS_PER_MASK, D, scale,
                            q_b, q_l, q_h, q_d, k_b, k_t, k_h, k_d, v_b, v_t, v_h, v_d, m_g, m_l,
                            o_b, o_l, o_h, o_d,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -46,5 +46,5 @@ def audio_attention_kernel(Q, K, V, M, O, L, T, HEADS, HEADS_PER_MASK, D, scale,
     # epilogue: the region mask of this head's attention, one weight per query row
     weight = tl.load(M + (h // HEADS_PER_MASK) * m_g + offs_m * m_l, mask=m_mask, other=0.0).to(tl.float32)
     out = acc * (weight / l_i)[:, None]
-    tl.store(O + b * o_b + h * o_h + offs_m[:, None] * o_l + offs_d[None, :] * o_d, out.to(O.dtype.element_ty),
+    tl.store(Out + b * o_b + h * o_h + offs_m[:, None] * o_l + offs_d[None, :] * o_d, out.to(Out.dtype.element_ty),
              mask=m_mask[:, None] & d_mask[None, :])

@@ -35,7 +35,8 @@ def _from_env() -> None:
     names = set(KERNELS) if value == "all" else {n for n in value.split(",") if n and n != "none"}
     unknown = names - set(KERNELS)
     if unknown:
-        raise ValueError(f"EMO_KERNELS names unknown kernel(s) {', '.join(sorted(unknown))}; known: {', '.join(KERNELS)}")
+        raise ValueError(f"EMO_KERNELS names unknown kernel(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(KERNELS)}")
     _enabled.update(names)
 
 

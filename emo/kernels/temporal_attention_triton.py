@@ -6,7 +6,7 @@ import triton.language as tl
 
 
 @triton.jit
-def temporal_attention_kernel(Q, K, V, O, F, L, HEADS, D, scale,
+def temporal_attention_kernel(Q, K, V, Out, F, L, HEADS, D, scale,
                               q_b, q_f, q_l, q_h, q_d, k_b, k_f, k_l, k_h, k_d, v_b, v_f, v_l, v_h, v_d,
                               o_b, o_f, o_l, o_h, o_d,
                               BLOCK_L: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -29,7 +29,7 @@ def temporal_attention_kernel(Q, K, V, O, F, L, HEADS, D, scale,
     v = tl.load(V + b * v_b + h * v_h + l3 * v_l + f3 * v_f + d3 * v_d, mask=kv_mask, other=0.0).to(tl.float32)
     row_mask = l_mask[:, None] & d_mask[None, :]  # (BLOCK_L, BLOCK_D)
     q_base = Q + b * q_b + h * q_h + offs_l[:, None] * q_l + offs_d[None, :] * q_d
-    o_base = O + b * o_b + h * o_h + offs_l[:, None] * o_l + offs_d[None, :] * o_d
+    o_base = Out + b * o_b + h * o_h + offs_l[:, None] * o_l + offs_d[None, :] * o_d
     qscale = scale * 1.4426950408889634  # softmax with exp2: logits in base 2
     for i in range(0, F):  # query frame
         q = tl.load(q_base + i * q_f, mask=row_mask, other=0.0).to(tl.float32) * qscale
@@ -38,4 +38,4 @@ def temporal_attention_kernel(Q, K, V, O, F, L, HEADS, D, scale,
         p = tl.exp2(s - tl.max(s, axis=1)[:, None])
         p = p / tl.sum(p, axis=1)[:, None]
         o = tl.sum(p[:, :, None] * v, axis=1)  # (BLOCK_L, BLOCK_D)
-        tl.store(o_base + i * o_f, o.to(O.dtype.element_ty), mask=row_mask)
+        tl.store(o_base + i * o_f, o.to(Out.dtype.element_ty), mask=row_mask)

@@ -27,7 +27,7 @@ def _accumulate(q, K, V, k_l, k_d, v_l, v_d, length, offs_d, d_mask, m_i, l_i, a
 
 
 @triton.jit
-def attention_kernel(Q, K, V, KR, VR, IDX, O, L, LR, FU, HEADS, D, scale,
+def attention_kernel(Q, K, V, KR, VR, IDX, Out, L, LR, FU, HEADS, D, scale,
                      q_b, q_h, q_l, q_d, k_b, k_h, k_l, k_d, v_b, v_h, v_l, v_d,
                      kr_b, kr_h, kr_l, kr_d, vr_b, vr_h, vr_l, vr_d, o_b, o_h, o_l, o_d,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -56,5 +56,5 @@ def attention_kernel(Q, K, V, KR, VR, IDX, O, L, LR, FU, HEADS, D, scale,
         m_i, l_i, acc = _accumulate(q, KR + r * kr_b + h * kr_h, VR + r * vr_b + h * vr_h, kr_l, kr_d, vr_l, vr_d,
                                     LR, offs_d, d_mask, m_i, l_i, acc, qk_scale, BLOCK_N, PRECISION)
     out = acc / l_i[:, None]
-    tl.store(O + b * o_b + h * o_h + offs_m[:, None] * o_l + offs_d[None, :] * o_d, out.to(O.dtype.element_ty),
+    tl.store(Out + b * o_b + h * o_h + offs_m[:, None] * o_l + offs_d[None, :] * o_d, out.to(Out.dtype.element_ty),
              mask=m_mask[:, None] & d_mask[None, :])

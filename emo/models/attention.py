@@ -27,12 +27,12 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(inner, dim)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, l, _ = x.shape
-        return x.view(b, l, self.heads, -1).transpose(1, 2)  # b l (h d) -> b h l d
+        b, length, _ = x.shape
+        return x.view(b, length, self.heads, -1).transpose(1, 2)  # b l (h d) -> b h l d
 
     def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, l, d = x.shape
-        return x.transpose(1, 2).reshape(b, l, h * d)  # b h l d -> b l (h d)
+        b, h, length, d = x.shape
+        return x.transpose(1, 2).reshape(b, length, h * d)  # b h l d -> b l (h d)
 
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of `context` (b, l, c), split into heads: (b, h, l, d) each."""

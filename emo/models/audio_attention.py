@@ -65,10 +65,11 @@ class AudioTransformerBlock(nn.Module):
             parts = [
                 _pointwise(conv, attn(n, audio) * m[None, :, None])
                 for attn, conv, m in zip((self.attn2_0, self.attn2_1, self.attn2_2),
-                                         (self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip), masks)
+                                         (self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip), masks,
+                                         strict=True)
             ]
             if motion_scale is not None:
-                parts = [p * s for p, s in zip(parts, motion_scale)]
+                parts = [p * s for p, s in zip(parts, motion_scale, strict=True)]
             x = parts[0] + parts[1] + parts[2] + x
         return self.ff(self.norm3(x)) + x
 
@@ -76,8 +77,10 @@ class AudioTransformerBlock(nn.Module):
         attns = (self.attn2_0, self.attn2_1, self.attn2_2)
         convs = (self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip)
         dtype = attns[0].to_out.weight.dtype
-        composed = [conv.weight.flatten(1).float() @ a.to_out.weight.float() for a, conv in zip(attns, convs)]
-        out_bias = [conv.weight.flatten(1).float() @ a.to_out.bias.float() for a, conv in zip(attns, convs)]
+        composed = [conv.weight.flatten(1).float() @ a.to_out.weight.float()
+                    for a, conv in zip(attns, convs, strict=True)]
+        out_bias = [conv.weight.flatten(1).float() @ a.to_out.bias.float()
+                    for a, conv in zip(attns, convs, strict=True)]
         return _Stacked(torch.cat([a.to_q.weight for a in attns]),
                         torch.cat([a.to_k.weight for a in attns] + [a.to_v.weight for a in attns]),
                         torch.cat(composed, dim=1).to(dtype), torch.stack(out_bias).to(dtype),
@@ -94,13 +97,13 @@ class AudioTransformerBlock(nn.Module):
         + Σ_i s_i b_i with m'_i = s_i m_i; the kernel applies m' to its output rows. Equal to the plain branch up
         to rounding."""
         w = folded(self, "stacked", self._fold)
-        b, l, _ = n.shape
+        b, length, _ = n.shape
         t, heads = audio.shape[1], 3 * self.attn2_0.heads
-        q = F.linear(n, w.q).view(b, l, heads, -1)  # b l c -> b l (3 h d) -> b l (3 h) d
+        q = F.linear(n, w.q).view(b, length, heads, -1)  # b l c -> b l (3 h d) -> b l (3 h) d
         k, v = F.linear(audio, w.kv).view(b, t, 2, heads, -1).unbind(2)  # b t (2 3 h d) -> 2 x b t (3 h) d
         scale = masks.new_ones(3) if motion_scale is None else motion_scale
         weights = (masks * scale[:, None]).to(n.dtype)  # m' (3, l)
-        a = audio_attention(q, k, v, weights).reshape(b, l, -1)  # b l (3 h) d -> b l (3 h d)
+        a = audio_attention(q, k, v, weights).reshape(b, length, -1)  # b l (3 h) d -> b l (3 h d)
         bias = weights.T @ w.out_bias + scale.to(n.dtype) @ w.conv_bias  # (l, 3) @ (3, c) + (c,) -> (l, c)
         return F.linear(a, w.out) + bias
 
@@ -112,7 +115,8 @@ class AudioTransformer(nn.Module):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, inner, 1)
-        self.transformer_blocks = nn.ModuleList([AudioTransformerBlock(inner, heads, inner // heads, audio_dim, stacked)])
+        self.transformer_blocks = nn.ModuleList(
+            [AudioTransformerBlock(inner, heads, inner // heads, audio_dim, stacked)])
         self.proj_out = nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: torch.Tensor,

@@ -27,8 +27,8 @@ class Block3D(Block2D):
         if spec.attention:
             stacked = a.stacked(spec.kind, spec.depth)
             self.audio_modules = nn.ModuleList([
-                AudioTransformer(spec.channels, u.heads * (l.audio_in // u.heads), u.heads, a.dim, u.norm_num_groups,
-                                 stacked) for l in spec.layers])
+                AudioTransformer(spec.channels, u.heads * (layer.audio_in // u.heads), u.heads, a.dim,
+                                 u.norm_num_groups, stacked) for layer in spec.layers])
         use_motion = m.mid_block if spec.kind == "mid" else (
             2 ** spec.depth in m.resolutions and not (spec.kind == "down" and m.decoder_only))
         if use_motion:

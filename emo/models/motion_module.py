@@ -32,21 +32,21 @@ class TemporalAttention(Attention):
         """x ((b f), l, c) -> same; every spatial token attends over the f frames."""
         if registry.active("temporal_attention", x):
             return self.frame_major(x, frames)
-        bf, l, c = x.shape
-        h = x.view(bf // frames, frames, l, c).transpose(1, 2).reshape(-1, frames, c)  # (b f) l c -> (b l) f c
+        bf, tokens, c = x.shape
+        h = x.view(bf // frames, frames, tokens, c).transpose(1, 2).reshape(-1, frames, c)  # (b f) l c -> (b l) f c
         h = super().forward(h + self.pe[:, :frames])
-        return h.view(bf // frames, l, frames, c).transpose(1, 2).reshape(bf, l, c)  # (b l) f c -> (b f) l c
+        return h.view(bf // frames, tokens, frames, c).transpose(1, 2).reshape(bf, tokens, c)  # (b l) f c -> (b f) l c
 
     def frame_major(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """The same attention without leaving the (b f) l c layout: one qkv projection, `temporal_attention` on
         (b, f, l, h, d) views. Used with the fused kernel; equal to `forward` up to rounding."""
-        bf, l, c = x.shape
-        h = x.view(bf // frames, frames, l, c) + self.pe[0, :frames, None]  # (b f) l c -> b f l c, + pe (f, 1, c)
+        bf, tokens, c = x.shape
+        h = x.view(bf // frames, frames, tokens, c) + self.pe[0, :frames, None]  # (b f) l c -> b f l c, + pe (f, 1, c)
         w_qkv = folded(self, "qkv", lambda: torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight]))
         qkv = F.linear(h, w_qkv)  # b f l c -> b f l (3 h d)
         q, k, v = qkv.view(*h.shape[:3], 3, self.heads, -1).unbind(3)  # b f l (3 h d) -> 3 x b f l h d
         out = temporal_attention(q, k, v)  # b f l h d
-        return self.to_out(out.reshape(bf, l, -1))  # b f l h d -> (b f) l (h d) -> (b f) l c
+        return self.to_out(out.reshape(bf, tokens, -1))  # b f l h d -> (b f) l (h d) -> (b f) l c
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -58,7 +58,7 @@ class TemporalTransformerBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        for attn, norm in zip(self.attention_blocks, self.norms):
+        for attn, norm in zip(self.attention_blocks, self.norms, strict=True):
             x = attn(norm(x), frames) + x
         return self.ff(self.ff_norm(x)) + x
 

@@ -49,7 +49,7 @@ class FaceLocator(nn.Module):
         ch = cfg.block_out_channels
         self.conv_in = nn.Conv2d(cfg.conditioning_channels, ch[0], 3, padding=1)
         self.blocks = nn.ModuleList()
-        for c_in, c_out in zip(ch[:-1], ch[1:]):
+        for c_in, c_out in zip(ch[:-1], ch[1:], strict=True):
             self.blocks.append(nn.Conv2d(c_in, c_in, 3, padding=1))
             self.blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1, stride=2))
         self.conv_out = nn.Conv2d(ch[-1], cfg.embedding_channels, 3, padding=1)

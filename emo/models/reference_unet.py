@@ -25,7 +25,7 @@ class Block2D(nn.Module):
         if spec.kind == "mid":
             self.resnets = nn.ModuleList([ResnetBlock(c, c, t, g, eps, scale), ResnetBlock(c, c, t, g, eps, scale)])
         else:
-            self.resnets = nn.ModuleList([ResnetBlock(l.resnet_in, c, t, g, eps, scale) for l in spec.layers])
+            self.resnets = nn.ModuleList([ResnetBlock(layer.resnet_in, c, t, g, eps, scale) for layer in spec.layers])
         if spec.attention:
             self.attentions = nn.ModuleList(
                 [SpatialTransformer(c, cfg.heads, cfg.cross_attention_dim, g) for _ in spec.layers])

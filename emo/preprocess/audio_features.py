@@ -120,7 +120,8 @@ class AudioEncoder(nn.Module):
         self.model = Wav2Vec2Model(tcfg).eval()
 
     def forward(self, waveform: torch.Tensor, num_frames: int | torch.Tensor) -> torch.Tensor:
-        """Normalised waveform (S,) or (1, S) -> per-frame features of every encoder layer (num_frames, layers, hidden)."""
+        """Normalised waveform (S,) or (1, S) -> per-frame features of every encoder layer
+        (num_frames, layers, hidden)."""
         return self.features(waveform, num_frames, lean=not torch.jit.is_tracing())
 
     @torch.no_grad()
@@ -156,11 +157,11 @@ class AudioEncoder(nn.Module):
         strides = [layer.conv.stride[0] for layer in layers]
         kernels = [layer.conv.kernel_size[0] for layer in layers]
         field = 1
-        for k, s in zip(reversed(kernels), reversed(strides)):
+        for k, s in zip(reversed(kernels), reversed(strides), strict=True):
             field = (field - 1) * s + k
         total_stride = math.prod(strides)
         frames = wav.shape[1]
-        for k, s in zip(kernels, strides):
+        for k, s in zip(kernels, strides, strict=True):
             frames = (frames - k) // s + 1
         if frames <= 0:
             raise ValueError(f"audio of {wav.shape[1]} samples is shorter than wav2vec2's {field}-sample window")
@@ -236,8 +237,9 @@ class AudioEncoder(nn.Module):
         return cls.from_state_dict(cfg, read_weights(weights), f"wav2vec2 weights {weights}")
 
 
-def compute_audio_features(encoder: Callable[[torch.Tensor, int], torch.Tensor], waveform_16k: np.ndarray | torch.Tensor, fps: int,
-                           clip_length: int, sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
+def compute_audio_features(encoder: Callable[[torch.Tensor, int], torch.Tensor],
+                           waveform_16k: np.ndarray | torch.Tensor, fps: int, clip_length: int,
+                           sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
     """Mono waveform -> (features (padded_frames, layers, hidden), frames covering the audio).
 
     padded_frames rounds the frame count up to a multiple of clip_length (when > 0); the waveform is padded with

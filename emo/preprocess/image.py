@@ -38,7 +38,8 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"image {path} is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels: "
                          f"a decompression bomb, or scale it down first)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"image {path} is corrupt or truncated ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"image {path} is corrupt or truncated ({reason})") from None
     if im.mode in SIXTEEN_BIT:
         im = _greyscale_16bit_to_8bit(im)
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):

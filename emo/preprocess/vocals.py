@@ -92,7 +92,7 @@ class VocalSeparator:
             raise InputError(f"{path} is not an MDX-Net model (input {shape}; expected (batch, 4, bins, frames))")
         ints = [d if isinstance(d, int) else None for d in shape[2:]]
         self.cfg = mdx_config(path, *ints)
-        if any(d is not None and d != want for d, want in zip(ints, (self.cfg.dim_f, self.cfg.dim_t))):
+        if any(d is not None and d != want for d, want in zip(ints, (self.cfg.dim_f, self.cfg.dim_t), strict=True)):
             raise InputError(f"{path} takes (4, {shape[2]}, {shape[3]}) spectrograms but its parameters say "
                              f"(4, {self.cfg.dim_f}, {self.cfg.dim_t})")
         self.input_name = inp.name

@@ -266,7 +266,7 @@ class Renderer:
                     with timer("step"):
                         return be.step(clip, steps.inputs(x, i), plan)
 
-                def on_step(i: int, c: int = c) -> None:
+                def on_step(i: int, c: int = c, done: int = done) -> None:
                     if progress is not None:
                         progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
                                           time.perf_counter() - start))

@@ -11,8 +11,8 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from ..errors import InputError
-from .jobs import DONE, FINISHED
 from .errors import QueueFull, TooLarge
+from .jobs import DONE, FINISHED
 
 if TYPE_CHECKING:
     from .ingress import Ingress

@@ -23,7 +23,7 @@ from ..errors import InputError
 from . import events
 from .api import create_api
 from .errors import QueueFull, TooLarge
-from .jobs import CANCELLED, DONE, FAILED, FINISHED, RUNNING, QUEUED, Job, JobTable
+from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobTable
 from .metrics import Metrics
 from .settings import ServeConfig
 from .tempdirs import private_dir, sweep_orphans
@@ -218,7 +218,7 @@ class Ingress:
         sent = 0
         while True:
             async with job.changed:
-                await job.changed.wait_for(lambda: job.stream_bytes > sent or job.state in FINISHED)
+                await job.changed.wait_for(lambda sent=sent: job.stream_bytes > sent or job.state in FINISHED)
             if job.stream_bytes > sent:
                 try:
                     with open(job.stream, "rb") as f:

@@ -27,7 +27,6 @@ from . import events
 from .fmp4 import FragmentedMp4
 from .tempdirs import private_dir, sweep_orphans
 
-
 if TYPE_CHECKING:
     from ..runtime.factory import RendererSpec
 

@@ -105,7 +105,7 @@ def binding_plan(spec: ComponentSpec, entry: GraphEntry, source_precision: str) 
             if TRT_DTYPES.get(got["dtype"]) != dtypes[t.name]:
                 raise _binding_error(spec.name, f"{t.name} is {got['dtype']}, the IO spec wants {dtypes[t.name]}")
             fixed_ok = len(got["shape"]) == len(t.shape) and all(
-                g == s for g, s in zip(got["shape"], t.shape) if isinstance(s, int))
+                g == s for g, s in zip(got["shape"], t.shape, strict=True) if isinstance(s, int))
             if not fixed_ok:
                 raise _binding_error(spec.name, f"{t.name} has shape {got['shape']}, the IO spec says {t.shape}")
             if got["shape_input"] != (t.value_of is not None):
@@ -140,7 +140,7 @@ def select_profile(plan: list[ProfileBindings], shapes: dict[str, tuple[int, ...
     IO spec's whole range)."""
     def distance(p: ProfileBindings) -> int:
         opt = p.opt_shapes()
-        return sum(abs(a - b) for k, s in shapes.items() if k in opt for a, b in zip(s, opt[k]))
+        return sum(abs(a - b) for k, s in shapes.items() if k in opt for a, b in zip(s, opt[k], strict=True))
 
     return min(plan, key=distance).index
 
@@ -165,7 +165,7 @@ def check_feed(spec: ComponentSpec, plan: list[ProfileBindings], feed: Feed) -> 
             raise EngineDirError(f"{spec.name}: {b.name} must be {b.dtype} in {'host' if b.host else 'device'} "
                                  f"memory (got {dtype} in {'host' if host else 'device'} memory)")
         lo, _, hi = b.shapes
-        if not all(a <= x <= c for a, x, c in zip(lo, shape, hi)):
+        if not all(a <= x <= c for a, x, c in zip(lo, shape, hi, strict=True)):
             raise EngineDirError(f"{spec.name}: {b.name} of shape {shape} is outside profile {index} ({lo} to {hi})")
     return index
 

@@ -3,7 +3,7 @@
 Each client submits its share of the requests one after another; a 429 is retried after its Retry-After (capped),
 at most `attempts` times, so every request ends done, failed or rejected. Every request is counted exactly once.
 
-    python -m emo.serve.loadgen --url http://127.0.0.1:8000 --requests 24 --clients 8 IMAGE AUDIO
+    python bench/loadgen.py --url http://127.0.0.1:8000 --requests 24 --clients 8 IMAGE AUDIO
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def run_load(url: str, image: Path, audio: Path, form: dict, requests: int = 24,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emo.serve.loadgen", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python bench/loadgen.py", description=__doc__.splitlines()[0])
     p.add_argument("image")
     p.add_argument("audio")
     p.add_argument("--url", default="http://127.0.0.1:8000")
