@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+import emo
 from emo.config import HALLO_SD15, PRESETS, TINY, ModelConfig, ShapeRanges, preset
 from emo.errors import InputError
 from emo.geometry import Geometry, size_unit
@@ -12,13 +14,15 @@ from emo.checkpoints.model_dir import CONFIG_FILE, random_models, load_model_dir
 
 
 def test_presets_tie_model_run_and_ranges():
-    assert set(PRESETS) == {"tiny", "hallo-sd15"}
+    assert set(PRESETS) == {"tiny", "demo", "hallo-sd15"}
     for name, p in PRESETS.items():
         assert p.name == p.model.name == name
         p.run.validate(p.model)
         assert p.ranges.size[0] <= p.run.size <= p.ranges.size[2]
         assert p.ranges.frames[0] <= p.run.frames <= p.ranges.frames[2]
     assert preset("tiny").model == TINY and preset("hallo-sd15").model == HALLO_SD15
+    shipped = json.loads((Path(emo.__file__).parent / "assets/demo_model/emo_config.json").read_text())
+    assert ModelConfig.from_dict(shipped) == preset("demo").model  # the trained weights' own config
     with pytest.raises(ValueError, match="unknown preset 'sd21'"):
         preset("sd21")
 

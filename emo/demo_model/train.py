@@ -7,6 +7,7 @@ Stages, each resumed from its state file in --work and skipped once its weights 
   audio     the tiny wav2vec2 encoder, taught the voice's loudness envelope through a temporary linear head
   cache     the training clips as VAE latents + audio features (what the next stage reads)
   denoiser  ReferenceNet + denoiser + face locator + image/audio projections with Hallo's objective
+  decoder   the VAE decoder alone (encoder frozen: the latents keep their meaning), sharper, with an SSIM term
   ship      the EMA weights in the model-directory layout (--ship-to; the repository's demo model by default)
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .clips import TRAIN_IDENTITIES, identities
 from .progress import StageProgress
 from .state import EMA
 
-STAGES = ("vae", "audio", "cache", "denoiser", "ship")
+STAGES = ("vae", "audio", "cache", "denoiser", "decoder", "ship")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,11 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     p.add_argument("--identities", type=int, default=48, help="training identities (seed 0, the demo portrait, first)")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--vae-steps", type=int, default=3000)
+    p.add_argument("--vae-steps", type=int, default=2400)
     p.add_argument("--audio-steps", type=int, default=1500)
     p.add_argument("--clips", type=int, default=144, help="training clips in the cache")
     p.add_argument("--clip-seconds", type=float, default=6.0)
-    p.add_argument("--denoiser-steps", type=int, default=9000)
+    p.add_argument("--denoiser-steps", type=int, default=8000)
+    p.add_argument("--decoder-steps", type=int, default=1500)
     p.add_argument("--ship-to", type=Path, default=None)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
@@ -87,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg, _, _ = _stage_models(vae_file, audio_file)
         net, ema = train_denoiser(fresh_net(cfg, 5), TrainingData.load(cache_file), args.work, args.denoiser_steps,
                                   progress=StageProgress("denoiser"))
+    decoder_file = args.work / "decoder.pt"
+    if "decoder" in args.stages and not decoder_file.is_file():
+        from .train_vae import finetune_decoder
+
+        cfg, vae, _ = _stage_models(vae_file, audio_file)
+        vae = finetune_decoder(vae, ids, args.work, args.decoder_steps, args.size, progress=StageProgress("decoder"))
+        torch.save({"state": vae.state_dict()}, decoder_file)
     if "ship" in args.stages:
         from .train_denoiser import fresh_net
         from .weights import ship
@@ -109,6 +118,9 @@ def _stage_models(vae_file: Path, audio_file: Path) -> tuple[ModelConfig, VAE, A
     cfg = demo_config(round(blob["scaling_factor"], 5))  # as the demo preset records it
     vae = VAE(cfg.vae)
     vae.load_state_dict(blob["state"])
+    decoder = vae_file.with_name("decoder.pt")  # the fine-tuned decoder, once that stage has run
+    if decoder.is_file():
+        vae.load_state_dict(torch.load(decoder, weights_only=True)["state"])
     encoder = AudioEncoder(cfg.wav2vec)
     encoder.model.load_state_dict(torch.load(audio_file, weights_only=True)["state"])
     return cfg, vae.eval(), encoder.eval()
@@ -117,7 +129,7 @@ def _stage_models(vae_file: Path, audio_file: Path) -> tuple[ModelConfig, VAE, A
 def _training_record(args: argparse.Namespace, runs: list[dict]) -> dict:
     """What made the weights: the command, seeds, steps, machine, and every stage's time and last losses."""
     stages = {}
-    for name in ("vae", "audio", "denoiser"):
+    for name in ("vae", "audio", "denoiser", "decoder"):
         log = args.work / f"{name}.loss.jsonl"
         rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
         losses = [r for r in rows if "loss" in r]

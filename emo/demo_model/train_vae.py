@@ -75,3 +75,71 @@ def latent_scale(vae: VAE, identity_seeds: list[int], size: int, frames: int = 6
     rng = np.random.default_rng(seed)
     pixels, _ = frame_batch(identity_seeds, rng, frames, size, size)
     return float(1.0 / vae.encode_mean(pixels).std())
+
+
+def ssim_loss(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """1 - mean SSIM of images (B, 3, H, W) in [-1, 1], on their luma, with a Gaussian window (the quality
+    measurement's SSIM, differentiable)."""
+    import torch.nn.functional as F
+
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=a.dtype).view(1, 3, 1, 1)
+    a, b = ((a + 1) / 2 * weights).sum(1, keepdim=True), ((b + 1) / 2 * weights).sum(1, keepdim=True)
+    radius = int(3 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=a.dtype)
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = F.conv2d(F.pad(t, (radius,) * 4, mode="reflect"), g.view(1, 1, 1, -1))
+        return F.conv2d(t, g.view(1, 1, -1, 1))
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma * ma, blur(b * b) - mb * mb, blur(a * b) - ma * mb
+    ssim = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+    return 1 - ssim.mean()
+
+
+def finetune_decoder(vae: VAE, identity_seeds: list[int], work: Path, steps: int, size: int, batch: int = 8,
+                     lr: float = 1e-4, seed: int = 6, progress=None) -> VAE:
+    """Stage 1b: the decoder (and post_quant_conv) alone, on whole frames, with an SSIM term beside L1 + L2.
+
+    The encoder stays frozen, so the latents the denoiser was trained on keep their meaning: this stage can run
+    after the denoiser and only sharpens what the latents decode to."""
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    state = TrainState(work / "decoder.state.pt", {"vae": vae}, {"opt": opt}, {"gen": gen})
+    resumed = state.load()
+    log = LossLog(work / "decoder.loss.jsonl", offset=state.elapsed)
+    if not resumed and log.path.exists():
+        log.path.unlink()
+    vae.decoder.train()
+    while state.step < steps:
+        step = state.step
+        pixels, weights = frame_batch(identity_seeds, np.random.default_rng([seed, step]), batch, size, size)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+        with torch.no_grad():
+            mean = vae.encode_mean(pixels)
+        recon = vae.decode(mean)
+        err = recon - pixels
+        loss = (weights * (err.abs() + err.square())).mean() + ssim_loss(recon, pixels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state.step += 1
+        if state.step % 10 == 0:
+            log.write(state.step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
+        if progress is not None:
+            progress(state.step, steps, loss.item())
+        if state.step % 100 == 0 or state.step == steps:
+            state.save(log.elapsed())
+    for p in vae.parameters():
+        p.requires_grad_(True)
+    return vae.eval()

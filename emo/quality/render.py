@@ -23,7 +23,7 @@ def measure_render(prepared, frames: np.ndarray, fps: float, sample_rate: int = 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two frame arrays in [0, 1], in dB (inf when equal)."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def render_and_measure(renderer, run, image, audio, seed: int = 0) -> tuple[QualityReport, np.ndarray]:
