@@ -6,6 +6,7 @@ mouth's openness against the voice's loudness over time, from one `emo-run --dem
 from __future__ import annotations
 
 import argparse
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -31,33 +32,59 @@ def strip(frames: np.ndarray, silent: np.ndarray, speaking: np.ndarray, count: i
         (rows[0].shape[1] * 2, rows[0].shape[0] * 4), Image.NEAREST)
 
 
-def plot(openness: np.ndarray, envelope: np.ndarray, fps: float, width: int = 900, height: int = 260) -> Image.Image:
-    """Both curves scaled to [0, 1] against time: loudness in grey, mouth openness in red."""
+def curves(series: list[tuple[np.ndarray, np.ndarray, tuple[int, int, int]]], title: str, ticks: list[float],
+           tick_label, width: int = 900, height: int = 260) -> Image.Image:
+    """Line plots of (x, y, colour) series, each y scaled to its own maximum, sharing the x axis."""
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    margin = 30
-    n = len(openness)
+    margin = 36
+    x_max = max(float(x.max()) for x, _, _ in series) or 1.0
 
-    def points(values: np.ndarray) -> list[tuple[float, float]]:
-        v = values / (values.max() or 1)
-        return [(margin + i * (width - 2 * margin) / max(n - 1, 1), height - margin - x * (height - 2 * margin))
-                for i, x in enumerate(v)]
+    def px(x: float) -> float:
+        return margin + x / x_max * (width - 2 * margin)
 
     d.line([(margin, height - margin), (width - margin, height - margin)], fill="black")
-    for s in range(int(n / fps) + 1):
-        x = margin + s * fps * (width - 2 * margin) / max(n - 1, 1)
-        d.line([(x, height - margin), (x, height - margin + 5)], fill="black")
-        d.text((x - 3, height - margin + 8), f"{s}s", fill="black")
-    d.line(points(envelope), fill=(150, 150, 150), width=2)
-    d.line(points(openness), fill=(200, 30, 30), width=2)
-    d.text((margin, 8), "loudness (grey) and mouth openness (red), each scaled to its maximum", fill="black")
+    for t in ticks:
+        d.line([(px(t), height - margin), (px(t), height - margin + 5)], fill="black")
+        d.text((px(t) - 6, height - margin + 8), tick_label(t), fill="black")
+    for x, y, colour in series:
+        y = y / (y.max() or 1)
+        d.line([(px(a), height - margin - b * (height - 2 * margin)) for a, b in zip(x, y, strict=True)],
+               fill=colour, width=2)
+    d.text((margin, 8), title, fill="black")
     return img
+
+
+def plot(openness: np.ndarray, envelope: np.ndarray, fps: float) -> Image.Image:
+    """Both curves scaled to [0, 1] against time: loudness in grey, mouth openness in red."""
+    t = np.arange(len(openness)) / fps
+    return curves([(t, envelope, (150, 150, 150)), (t, openness, (200, 30, 30))],
+                  "loudness (grey) and mouth openness (red), each scaled to its maximum",
+                  list(range(int(t[-1]) + 1)), lambda s: f"{s:g}s")
+
+
+def training_plot(log: Path) -> Image.Image:
+    """The denoiser's training loss (mean per 100 steps, grey) and its validation loss (red) against time."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "validation" in r]
+    hours = np.array([r["seconds"] for r in train]) / 3600
+    loss = np.array([r["loss"] for r in train])
+    k = 10  # rows per 100 steps
+    smooth_h = hours[: len(hours) // k * k].reshape(-1, k).mean(1)
+    smooth = loss[: len(loss) // k * k].reshape(-1, k).mean(1)
+    return curves([(smooth_h, smooth, (150, 150, 150)),
+                   (np.array([r["seconds"] for r in val]) / 3600, np.array([r["validation"] for r in val]),
+                    (200, 30, 30))],
+                  "denoiser training loss (grey, per 100 steps) and validation loss (red), each scaled to its maximum",
+                  [0.5 * i for i in range(int(hours[-1] * 2) + 1)], lambda h: f"{h:g}h")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int)
     p.add_argument("--out", type=Path, default=Path("docs/images"))
+    p.add_argument("--training-log", type=Path, help="a denoiser.loss.jsonl to plot as well")
     args = p.parse_args()
     spec = RendererSpec(demo=True, backend="torch", device="cpu", dtype="fp32")
     renderer = build_renderer(spec)
@@ -72,7 +99,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     strip(frames, silent_frames(envelope), speaking_frames(envelope, threshold=0.6)).save(args.out / "demo_strip.png")
     plot(openness, envelope, run.fps).save(args.out / "demo_lipsync.png")
-    print(f"wrote {args.out / 'demo_strip.png'} and {args.out / 'demo_lipsync.png'}")
+    if args.training_log:
+        training_plot(args.training_log).save(args.out / "demo_training.png")
+    print(f"wrote the figures into {args.out}")
     return 0
 
 

@@ -376,7 +376,7 @@ TINY_RANGES = ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(TINY, RunConfig(size=128, steps=4), TINY_RANGES),
-    Preset(demo_config(DEMO_LATENT_SCALE), RunConfig(size=128, steps=12), TINY_RANGES),
+    Preset(demo_config(DEMO_LATENT_SCALE), RunConfig(size=128, steps=8), TINY_RANGES),
     Preset(HALLO_SD15, RunConfig(), ShapeRanges()),
 )}
 

@@ -7,18 +7,7 @@ from pathlib import Path
 
 from emo.cli.run import main
 
-from .media_factory import portrait, voice, write_wav
-
 FAST = ["--size", "64", "--steps", "1", "--frames-per-clip", "4", "--motion-frames", "2", "--quiet"]
-
-
-def make_media(tmp_path: Path, seconds: float) -> Path:
-    """tmp_path/media with face.png (the demo portrait) and voice.wav (`seconds` of speech-like sound)."""
-    d = tmp_path / "media"
-    d.mkdir()
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(seconds))
-    return d
 
 
 def quiet(fn, *args: str) -> tuple[int, str]:

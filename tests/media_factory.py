@@ -78,6 +78,15 @@ def portrait() -> Image.Image:
     return Image.open(PORTRAIT).convert("RGB")
 
 
+def make_media(root: Path, seconds: float) -> Path:
+    """root/media with face.png (the demo portrait) and voice.wav (`seconds` of speech-like sound)."""
+    d = root / "media"
+    d.mkdir()
+    portrait().save(d / "face.png")
+    write_wav(d / "voice.wav", voice(seconds))
+    return d
+
+
 def two_faces() -> Image.Image:
     """The portrait twice, the right copy smaller."""
     big = portrait()

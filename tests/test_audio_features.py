@@ -8,10 +8,14 @@ import torch
 
 from emo.checkpoints.state_dict import CheckpointError
 from emo.config import TINY, Wav2VecConfig
-from emo.preprocess.audio_features import (AudioEncoder, compute_audio_features, frame_count, normalize_waveform,
-                                           window_features)
-
-from .golden import REPO_GOLDEN_DIR, cases, load_case
+from emo.golden.cases import REPO_GOLDEN_DIR, cases, load_case
+from emo.preprocess.audio_features import (
+    AudioEncoder,
+    compute_audio_features,
+    frame_count,
+    normalize_waveform,
+    window_features,
+)
 
 CASES = cases("audio")
 
@@ -73,7 +77,8 @@ def test_pretrained_dir_round_trip(tmp_path, tiny_encoder):
     from safetensors.torch import save_file
 
     tiny_encoder.model.config.save_pretrained(tmp_path)
-    save_file({k: v.contiguous() for k, v in tiny_encoder.model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    weights = {k: v.contiguous() for k, v in tiny_encoder.model.state_dict().items()}
+    save_file(weights, str(tmp_path / "model.safetensors"))
     enc = AudioEncoder.from_pretrained_dir(tmp_path)
     wav = torch.randn(8000)
     assert torch.equal(enc(wav, 13), tiny_encoder(wav, 13))

@@ -1,5 +1,6 @@
 """emo-calibrate on the tiny model: INT8 and FP8 Q/DQ exports calibrated on recorded renders, run by ONNX Runtime
-on the CPU, the accuracy gate on held-out inputs, and the Q/DQ arithmetic against an independent simulation."""
+on the CPU, the accuracy gate on held-out inputs, and the Q/DQ arithmetic against an independent simulation. Both
+formats start from the session's fp32 export (`tiny_export`) and one set of generated inputs."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from emo.calibration.build import CALIBRATION_FILE, CalibrationSettings, GateFailed, quantize_export
-from emo.calibration.media_set import (CALIBRATION_VARIATIONS, HELD_OUT_VARIATIONS, MediaPair, check_disjoint,
-                                       folder_pairs, generated_pairs)
+from emo.calibration.build import (
+    CALIBRATION_FILE,
+    CalibrationSettings,
+    GateFailed,
+    Recordings,
+    quantize_export,
+    record,
+)
+from emo.calibration.media_set import (
+    CALIBRATION_VARIATIONS,
+    HELD_OUT_VARIATIONS,
+    MediaPair,
+    check_disjoint,
+    folder_pairs,
+    generated_pairs,
+)
 from emo.calibration.policy import POLICIES, scope_name
 from emo.calibration.qdq import quant_targets, quantize_weight
 from emo.cli.calibrate import main as calibrate_main
@@ -19,9 +33,7 @@ from emo.cli.run import main as run_main
 from emo.config import RunConfig
 from emo.errors import InputError
 from emo.export.checks import TRT10_OPS, check_graph
-from emo.export.exporter import export_models
 from emo.manifest import read_manifest
-from emo.checkpoints.model_dir import random_models
 
 from .cli_helpers import quiet
 
@@ -39,9 +51,8 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp32_dir(work) -> Path:
-    export_models(random_models(), work / "fp32", "fp32")
-    return work / "fp32"
+def fp32_dir(tiny_export) -> Path:
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +61,30 @@ def pairs(work) -> tuple[list[MediaPair], list[MediaPair]]:
             generated_pairs(HELD_OUT_VARIATIONS, work / "held_out", SECONDS))
 
 
-def _build(fp32_dir, out, fmt, pairs):
-    """The default policy with the 30 dB gate; kept below it too (the tiny random model amplifies any rounding),
-    so that the tests can read what the gate measured."""
-    settings = CalibrationSettings(RUN, accept_accuracy_loss=True)
-    return quantize_export(fp32_dir, out, fmt, POLICIES["default"], *pairs, settings)
+SETTINGS = CalibrationSettings(RUN, accept_accuracy_loss=True)
 
 
 @pytest.fixture(scope="module")
-def int8_dir(work, fp32_dir, pairs) -> Path:
-    _build(fp32_dir, work / "int8", "int8", pairs)
+def recordings(fp32_dir, pairs) -> Recordings:
+    """The fp32 export's feeds and held-out renders, recorded once for both formats."""
+    return record(fp32_dir, POLICIES["default"].components, *pairs, SETTINGS)
+
+
+def _build(fp32_dir, out, fmt, pairs, recordings):
+    """The default policy with the 30 dB gate; kept below it too (the tiny random model amplifies any rounding),
+    so that the tests can read what the gate measured."""
+    return quantize_export(fp32_dir, out, fmt, POLICIES["default"], *pairs, SETTINGS, recordings=recordings)
+
+
+@pytest.fixture(scope="module")
+def int8_dir(work, fp32_dir, pairs, recordings) -> Path:
+    _build(fp32_dir, work / "int8", "int8", pairs, recordings)
     return work / "int8"
 
 
 @pytest.fixture(scope="module")
-def fp8_dir(work, fp32_dir, pairs) -> Path:
-    _build(fp32_dir, work / "fp8", "fp8", pairs)
+def fp8_dir(work, fp32_dir, pairs, recordings) -> Path:
+    _build(fp32_dir, work / "fp8", "fp8", pairs, recordings)
     return work / "fp8"
 
 
@@ -130,15 +149,16 @@ def test_qdq_placement_follows_the_policy(int8_dir, fp32_dir):
 
 
 @pytest.mark.parametrize("fmt,qtype,opset", [("int8", "INT8", 17), ("fp8", "FLOAT8E4M3FN", 19)])
-def test_graphs_are_8_bit_and_clean(request, fmt, qtype, opset):
+def test_graphs_are_8_bit_and_clean(request, fp32_dir, fmt, qtype, opset):
     d = request.getfixturevalue(f"{fmt}_dir")
     for name in ("denoiser", "reference", "motion"):
         g = _graph(d, name)
-        types = {onnx.TensorProto.DataType.Name(t.data_type) for t in g.graph.initializer if t.name.endswith("_quantized")}
+        types = {onnx.TensorProto.DataType.Name(t.data_type) for t in g.graph.initializer
+                 if t.name.endswith("_quantized")}
         assert types == {qtype}
         report = check_graph(d / f"{name}.onnx", allowed=QDQ_OPS)
         assert report.ok and report.opset == opset, report.problems
-    fp32 = d.parent / "fp32" / "denoiser.onnx"
+    fp32 = fp32_dir / "denoiser.onnx"
     inits = {t.name: t for t in onnx.load(str(fp32)).graph.initializer}
     weights = sum(int(np.prod(inits[w].dims)) for w in {t.weight for t in quant_targets(onnx.load(str(fp32)),
                                                                                            POLICIES["default"])})
@@ -204,7 +224,7 @@ def test_gate_stops_the_build_and_writes_nothing(work, fp32_dir, pairs):
 
 def test_cli_writes_below_the_gate_only_when_accepted(tmp_path):
     out = tmp_path / "int8"
-    args = ["--demo", "--precision", "int8", "--out", str(out), "--seconds", "0.3", "--steps", "1",
+    args = ["--random", "tiny", "--precision", "int8", "--out", str(out), "--seconds", "0.3", "--steps", "1",
             "--frames-per-clip", "8", "--components", "motion", "--min-psnr", "99"]
     rc, err = quiet(calibrate_main, *args, "--accept-accuracy-loss")
     assert rc == 0, err
@@ -234,3 +254,10 @@ def test_held_out_inputs_must_differ_from_calibration(pairs, tmp_path):
     (tmp_path / "b.png").write_bytes(pairs[0][0].image.read_bytes())  # no audio: not a pair
     found = folder_pairs(tmp_path, tmp_path / "cut", 0.2)
     assert [p.name for p in found] == ["a"] and found[0].audio.stat().st_size < 0.2 * 16000 * 2 + 100
+
+
+def test_recordings_are_refused_for_other_inputs(work, fp32_dir, pairs, recordings):
+    with pytest.raises(InputError, match="recordings were made for another"):
+        quantize_export(fp32_dir, work / "other", "int8", POLICIES["default"], pairs[0], pairs[1][:1], SETTINGS,
+                        recordings=recordings)
+    assert not (work / "other").exists()

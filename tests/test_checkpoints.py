@@ -10,10 +10,9 @@ from emo.checkpoints.hallo_net import load_hallo_net
 from emo.checkpoints.names import emo_to_hallo, hallo_to_emo
 from emo.checkpoints.state_dict import CheckpointError, read_weights
 from emo.config import HALLO_SD15, TINY
+from emo.golden.cases import golden_file
 from emo.models.hallo import HalloNet
 from emo.models.init import randomize_
-
-from .golden import golden_file
 
 KEYS_TSV = golden_file("hallo_sd15_net_keys.tsv")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import emo
+from emo.checkpoints.model_dir import CONFIG_FILE, load_model_dir, random_models, save_model_dir
 from emo.config import HALLO_SD15, PRESETS, TINY, ModelConfig, ShapeRanges, preset
 from emo.errors import InputError
 from emo.geometry import Geometry, size_unit
-from emo.checkpoints.model_dir import CONFIG_FILE, random_models, load_model_dir, save_model_dir
 
 
 def test_presets_tie_model_run_and_ranges():

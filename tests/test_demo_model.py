@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from emo.config import PRESETS, TINY, RunOptions
-from emo.demo_model.clips import (HELD_OUT_IDENTITIES, HELD_OUT_VOICES, TRAIN_IDENTITIES, TRAIN_VOICES,
-                                  framed_identity, identities, make_clip, write_inputs)
+from emo.demo_model.clips import (
+    HELD_OUT_IDENTITIES,
+    HELD_OUT_VOICES,
+    TRAIN_IDENTITIES,
+    TRAIN_VOICES,
+    framed_identity,
+    identities,
+    make_clip,
+    write_inputs,
+)
 from emo.demo_model.faces import make_identity
 from emo.demo_model.voices import synth_voice
 

@@ -1,5 +1,6 @@
-"""The tensorrt backend on a GPU: the tiny model's plans (built here for this GPU) against the onnxruntime backend
-on the same export, component by component and as a whole render. Skipped where no TensorRT runtime can run."""
+"""The tensorrt backend on a GPU: the tiny model's plans (the session's `tiny_plans`, built for this GPU) against
+the onnxruntime backend on the same export (`tiny_export`), component by component and as a whole render, and
+against eager torch on the weights it was exported from. Skipped where no TensorRT runtime can run."""
 from __future__ import annotations
 
 import io
@@ -9,47 +10,28 @@ import numpy as np
 import pytest
 import torch
 
-from emo.cli.build_engine import main as build_main
 from emo.cli.run import main as run_main
-from emo.export.exporter import export_models
-from emo.checkpoints.model_dir import random_models
-from emo.tensorrt.flavours import FLAVOURS, installed_flavours
+from emo.config import PRESETS, RunOptions
+from emo.validation import DEFAULT_SEED
+
+from .media_factory import PORTRAIT, SPEECH
 
 pytestmark = [pytest.mark.trt, pytest.mark.cuda]
 
-
-def _runnable_flavour() -> tuple[str, int]:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: no TensorRT runtime can run here")
-    major, minor = torch.cuda.get_device_capability()
-    cc = major * 10 + minor
-    for name in installed_flavours():
-        if name == "tensorrt" or cc in FLAVOURS[name].aot_targets:
-            return name, cc
-    pytest.skip(f"no installed TensorRT flavour runs on sm_{cc} (installed: {installed_flavours() or 'none'}; "
-                f"TensorRT for RTX targets {FLAVOURS['tensorrt-rtx'].aot_targets})")
+RENDER = ["--size", "128", "--steps", "3", "--frames-per-clip", "4", "--motion-frames", "2"]
+RENDER_RUN = RunOptions(steps=3, size=128, frames=4, motion_frames=2).apply(PRESETS["demo"].run)  # --demo + RENDER
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    flavour, cc = _runnable_flavour()
-    root = tmp_path_factory.mktemp("trt")
-    export_models(random_models(), root / "export", "fp32")
-    args = [str(root / "export"), "--out", str(root / "plans"), "--flavour", flavour, "--quiet"]
-    if flavour == "tensorrt-rtx":
-        args += ["--target", f"sm_{cc}"]
-    err = io.StringIO()
-    with redirect_stderr(err):
-        assert build_main(args) == 0, err.getvalue()
-    return root / "export", root / "plans"
+def dirs(tiny_plans, tiny_export):
+    return tiny_export, tiny_plans
 
 
 def _render(tmp_path, *args: str) -> np.ndarray:
     out = tmp_path / f"{args[1]}.npy"
     with redirect_stderr(io.StringIO()) as err, redirect_stdout(io.StringIO()):
-        rc = run_main(["--demo", "--quiet", "--size", "128", "--steps", "3", "--frames-per-clip", "4",
-                       "--motion-frames", "2", "-o", str(tmp_path / f"{args[1]}.mp4"), "--frames-out", str(out),
-                       *args])
+        rc = run_main(["--demo", "--quiet", *RENDER, "-o", str(tmp_path / f"{args[1]}.mp4"), "--frames-out",
+                       str(out), *args])
     assert rc == 0, err.getvalue()
     return np.load(out)
 
@@ -64,9 +46,18 @@ def test_render_matches_onnxruntime(dirs, tmp_path):
 
 
 def test_auto_picks_tensorrt_for_plans_on_a_gpu(dirs, tmp_path):
+    """emo-run given only the plan directory renders the demo media as eager torch does on the exported weights
+    (fp32 on the GPU, TF32 off), within the tensorrt backend's TF32-class tolerance."""
+    from emo.runtime.renderer import Renderer
+
     _, plans = dirs
     frames = _render(tmp_path, "--engine-dir", str(plans))
     assert frames.shape[1:] == (128, 128, 3)
+    Renderer.random(device="cuda").render(PORTRAIT, SPEECH, tmp_path / "torch.mp4", RENDER_RUN, seed=DEFAULT_SEED,
+                                          frames_out=tmp_path / "torch.npy")
+    ref = np.load(tmp_path / "torch.npy")
+    assert frames.shape == ref.shape and ref.std() > 0.01
+    assert float(np.abs(frames - ref).max()) <= 2e-2
 
 
 def _steps(backend, prepared, run, latents: torch.Tensor) -> list[torch.Tensor]:
@@ -86,8 +77,6 @@ def _steps(backend, prepared, run, latents: torch.Tensor) -> list[torch.Tensor]:
 
 def _prepared(backend, run):
     from emo.runtime.renderer import Renderer
-
-    from .media_factory import PORTRAIT, SPEECH
 
     return Renderer(backend).prepare(PORTRAIT, SPEECH, run)
 
@@ -110,10 +99,10 @@ def test_capture_and_eager_enqueue_agree(dirs):
     got, plain = _steps(graphs, prepared, run, latents), _steps(eager, prepared, run, latents)
     assert graphs.captures == 1 and next(iter(graphs.step_cache.steps.values())).graph is not None
     assert eager.captures == 1 and next(iter(eager.step_cache.steps.values())).graph is None
-    for a, b in zip(got, plain):
+    for a, b in zip(got, plain, strict=True):
         assert torch.equal(a, b)
     ort = _steps(OnnxRuntimeBackend(export), prepared, run, latents)
-    for a, b in zip(got, ort):
+    for a, b in zip(got, ort, strict=True):
         assert float((a - b).abs().max()) <= 2e-2 * max(1.0, float(b.abs().max()))  # TF32 on the GPU
 
 

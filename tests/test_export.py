@@ -1,5 +1,6 @@
 """emo-export on the tiny model: every graph vs torch through ONNX Runtime, graph hygiene, the manifest, and a
-full render through the onnxruntime backend against the torch backend."""
+full render through the onnxruntime backend against the torch backend. The fp32 export is the session's
+(`tiny_export`: the tiny preset's seeded random weights)."""
 from __future__ import annotations
 
 import json
@@ -10,27 +11,27 @@ import sys
 import numpy as np
 import pytest
 
+from emo.checkpoints.model_dir import random_models
 from emo.cli.export import main as export_main
 from emo.cli.run import main as run_main
+from emo.config import PRESETS, RunOptions
 from emo.export.checks import TRT10_OPS, check_graph
 from emo.export.verify import FP16_ROUNDED, verify_export
 from emo.io_spec import COMPONENTS
 from emo.manifest import EngineDirError, read_manifest
-from emo.checkpoints.model_dir import random_models
+from emo.runtime.renderer import Renderer
+from emo.validation import DEFAULT_SEED
 
 from .cli_helpers import quiet
-from .media_factory import portrait, voice, write_wav
+from .media_factory import voice, write_wav
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("polygraphy")
 
 
 @pytest.fixture(scope="module")
-def fp32_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("engine") / "fp32"
-    rc, err = quiet(export_main, "--demo", "--out", str(d))
-    assert rc == 0, err
-    return d
+def fp32_dir(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +89,12 @@ def test_runtime_does_not_import_the_exporter():
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.7))  # 18 frames: 3 clips of 8, chained, the last trimmed
-    return d
+def media(speech_media):
+    return speech_media(0.7)  # 18 frames: 3 clips of 8, chained, the last trimmed
 
 
 RENDER = ["--size", "128", "--steps", "3", "--frames-per-clip", "8", "--motion-frames", "2", "--quiet"]
+RENDER_RUN = RunOptions(steps=3, size=128, frames=8, motion_frames=2).apply(PRESETS["demo"].run)  # --demo + RENDER
 
 
 def _render(tmp_path, media, name, *backend):
@@ -107,8 +106,11 @@ def _render(tmp_path, media, name, *backend):
 
 
 def test_onnxruntime_render_matches_torch(tmp_path, media, fp32_dir):
-    ref = _render(tmp_path, media, "torch", "--backend", "torch")
+    """emo-run on the export against the torch renderer on the weights it was exported from, same settings and seed."""
     ort = _render(tmp_path, media, "ort", "--backend", "onnxruntime", "--engine-dir", str(fp32_dir))
+    Renderer.random(device="cpu").render(media / "face.png", media / "voice.wav", tmp_path / "torch.mp4", RENDER_RUN,
+                                         seed=DEFAULT_SEED, frames_out=tmp_path / "torch.npy")
+    ref = np.load(tmp_path / "torch.npy")
     assert ref.shape == ort.shape == (18, 128, 128, 3)
     assert ref.std() > 0.01
     assert np.abs(ref - ort).max() <= 1e-3
@@ -116,7 +118,7 @@ def test_onnxruntime_render_matches_torch(tmp_path, media, fp32_dir):
 
 def test_fp16_graphs_within_fp16_tolerance(tmp_path):
     d = tmp_path / "fp16"
-    rc, err = quiet(export_main, "--demo", "--out", str(d), "--precision", "fp16",
+    rc, err = quiet(export_main, "--random", "tiny", "--out", str(d), "--precision", "fp16",
                      "--components", "imageproj,vae_decoder,denoiser")
     assert rc == 0, err
     m = read_manifest(d, "onnx")
@@ -202,8 +204,8 @@ def test_onnxruntime_keeps_the_cuda_device_index_or_refuses(tmp_path, media, fp3
 
 
 def test_audio_longer_than_the_exported_range_is_refused_with_the_fix(tmp_path, media, fp32_dir):
-    write_wav(media / "long.wav", voice(61.0))  # the tiny ranges end at 60 s
-    run = [str(media / "face.png"), str(media / "long.wav"), "--demo", *RENDER, "--engine-dir", str(fp32_dir)]
+    write_wav(tmp_path / "long.wav", voice(61.0))  # the tiny ranges end at 60 s
+    run = [str(media / "face.png"), str(tmp_path / "long.wav"), "--demo", *RENDER, "--engine-dir", str(fp32_dir)]
     _refused(tmp_path, *run, match="--max-audio-seconds 62")
     d = tmp_path / "long"
     rc, err = quiet(export_main, "--demo", "--out", str(d), "--components", "audio_encoder",

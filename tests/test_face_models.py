@@ -48,7 +48,7 @@ def test_scrfd_decodes_planted_faces(tmp_path, batched, height, width):
     scale = int(640 * min(height, width) / max(height, width)) / min(height, width) if height < width else \
         640 / height
     assert len(faces) == 2  # the overlapping and the weak detections are gone
-    for face, planted in zip(faces, (FACE, SMALL)):  # largest first
+    for face, planted in zip(faces, (FACE, SMALL), strict=True):  # largest first
         np.testing.assert_allclose(face.box, planted.box() / scale, rtol=1e-5)
         np.testing.assert_allclose(np.array(face.kps), planted.points() / scale, rtol=1e-5)
         assert face.score == pytest.approx(planted.score)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from emo.config import ModelConfig, RunConfig
-
-from .golden import REPO_GOLDEN_DIR, TOLERANCES, cases, golden_net, golden_vae, load_case, max_err, run_case
+from emo.golden.cases import REPO_GOLDEN_DIR, TOLERANCES, cases, load_case
+from emo.golden.run import golden_net, golden_vae, max_err, run_case
 
 CASES = cases("model")
 

@@ -1,7 +1,7 @@
 """At SD1.5 size the model reproduces the public Hallo code: every real-size golden case, on the hallo-sd15 preset.
 
 A real-size case stores inputs and outputs only. Its weights (2.5 B parameters) are rebuilt from their names and
-shapes (`weight_recipe`), checked against the fingerprints the case records, and loaded through the `net.pth`
+shapes (`emo.golden.recipe`), checked against the fingerprints the case records, and loaded through the `net.pth`
 loader into the `hallo-sd15` preset: the preset itself is under test, not a config read from the case. Without
 the float16 rounding of the ReferenceNet's records, step 0 and the final latents are over their tolerances here,
 as on the tiny recipe cases. Peak memory is about one float32 copy of the model (~10 GB).
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from emo.config import RunConfig, preset
-
-from .golden import REAL_SIZE_TOLERANCES, REPO_GOLDEN_DIR, cases, golden_net, golden_vae, load_case, max_err, run_case
+from emo.golden.cases import REAL_SIZE_TOLERANCES, REPO_GOLDEN_DIR, cases, load_case
+from emo.golden.run import golden_net, golden_vae, max_err, run_case
 
 CASES = cases("real_size")
 

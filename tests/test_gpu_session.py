@@ -1,6 +1,7 @@
 """bench/gpu_session.sh, dry run on the CPU: the same stages as on a GPU (environment, CUDA tests, kernel tests,
-emo-bench, golden errors by precision, attention back ends, memory estimate), each under its time limit, each leaving its log and JSON, and
-the wheels it is given unpacked and importable without pip or a network."""
+emo-bench, golden errors and the demo model by precision, attention back ends, memory estimate), each under its
+time limit, each leaving its log and JSON, and the wheels it is given unpacked and importable without pip or a
+network."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["env", "bench", "golden", "tests-cuda", "tests-kernels", "attention", "memory"]
+STAGES = ["env", "bench", "golden", "demo", "tests-cuda", "tests-kernels", "attention", "memory"]
 
 
 def test_gpu_session_dry_run(tmp_path):

@@ -36,7 +36,7 @@ def test_profiles_are_ordered_and_points_fit_every_spec(preset):
     assert tuple(specs) == COMPONENTS
     for spec in specs.values():
         for name, (lo, opt, hi) in spec.profile().items():
-            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi)), (spec.name, name)
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)), (spec.name, name)
         for values in (trace_values(cfg, ranges), spec.values("min"), spec.values("max")):
             shapes = {t.name: t.resolve(values | spec.values("min") if values is None else values)
                       for t in spec.inputs}

@@ -27,10 +27,12 @@ from emo.kernels import two_source_attention as two_source_module  # noqa: E402
 from emo.kernels.audio_attention import audio_attention, audio_attention_launch, audio_attention_reference  # noqa: E402
 from emo.kernels.group_norm import group_norm_launch, group_norm_silu, group_norm_silu_reference  # noqa: E402
 from emo.kernels.launch import Tiles  # noqa: E402
-from emo.kernels.temporal_attention import (temporal_attention, temporal_attention_launch,  # noqa: E402
-                                            temporal_attention_reference)
-from emo.kernels.two_source_attention import (two_source_attention, two_source_attention_launch,  # noqa: E402
-                                              two_source_attention_reference)
+from emo.kernels.temporal_attention import temporal_attention, temporal_attention_launch, temporal_attention_reference  # noqa: E402
+from emo.kernels.two_source_attention import (  # noqa: E402
+    two_source_attention,
+    two_source_attention_launch,
+    two_source_attention_reference,
+)
 from emo.models.audio_attention import AudioTransformerBlock  # noqa: E402
 from emo.models.motion_module import MotionModule, TemporalAttention  # noqa: E402
 
@@ -208,7 +210,7 @@ def test_two_source_attention_reads_strided_operands(layout):
     operands = (q, k, v, k_ref, v_ref, _entries(k_ref))
     assert not any(t.is_contiguous() for t in operands[:5])
     launch, out = two_source_attention_launch(*operands)
-    assert all(a is t for a, t in zip(launch.args, operands))  # the kernel reads the operands themselves
+    assert all(a is t for a, t in zip(launch.args, operands, strict=False))  # the kernel reads the operands themselves
     got = two_source_attention(*operands)
     assert got.transpose(1, 2).is_contiguous()  # b h l d over b l h d memory: merging the heads is free
     torch.testing.assert_close(got, two_source_attention_reference(*operands), **TOL[torch.float32])
@@ -245,7 +247,7 @@ def test_temporal_attention_reads_strided_operands(layout):
         q, k, v = (_randn(b, frames, length, heads + 1, d + 4, seed=s)[:, :, :, 1:, :d] for s in (17, 18, 19))
     assert not any(t.is_contiguous() for t in (q, k, v))
     launch, _ = temporal_attention_launch(q, k, v)
-    assert all(a is t for a, t in zip(launch.args, (q, k, v)))
+    assert all(a is t for a, t in zip(launch.args, (q, k, v), strict=False))
     got = temporal_attention(q, k, v)
     torch.testing.assert_close(got, temporal_attention_reference(q, k, v), **TOL[torch.float32])
     torch.testing.assert_close(got.double(), temporal64(q, k, v), **TOL[torch.float32])
@@ -285,7 +287,7 @@ def test_audio_attention_reads_strided_operands(layout):
     operands = (q, k, v, masks)
     assert not any(x.is_contiguous() for x in (q, k, v)) and (layout != "masks_transposed" or not masks.is_contiguous())
     launch, _ = audio_attention_launch(*operands)
-    assert all(a is x for a, x in zip(launch.args, operands))
+    assert all(a is x for a, x in zip(launch.args, operands, strict=False))
     got = audio_attention(*operands)
     torch.testing.assert_close(got, audio_attention_reference(*operands), **TOL[torch.float32])
     torch.testing.assert_close(got.double(), audio64(*operands), **TOL[torch.float32])
@@ -328,7 +330,8 @@ def test_failing_kernel_warns_once_and_falls_back(name, monkeypatch):
     module, call, want = {
         "group_norm_silu": (group_norm_module, lambda: group_norm_silu(x, norm),
                             lambda: group_norm64(x, norm.weight, norm.bias, 4, 1e-5, True)),
-        "two_source_attention": (two_source_module, lambda: two_source_attention(q3, q3, q3, q3[1:], q3[1:], _entries(q3[1:])),
+        "two_source_attention": (two_source_module,
+                                 lambda: two_source_attention(q3, q3, q3, q3[1:], q3[1:], _entries(q3[1:])),
                                  lambda: two_source64(q3, q3, q3, q3[1:], q3[1:], _entries(q3[1:]))),
         "temporal_attention": (temporal_module, lambda: temporal_attention(q5, k5, v5), lambda: temporal64(q5, k5, v5)),
         "audio_attention": (audio_module, lambda: audio_attention(q5[0], k5[0], v5[0], masks[:2]),
@@ -436,8 +439,8 @@ def test_motion_module_kernels_on_matches_off(frames, hh, ww, heads):
             want = module(x, frames)
             frame_major = module.transformer_blocks[0].attention_blocks[0].frame_major  # the layout alone
             h = torch.randn(2 * frames, hh * ww, 32).to(DEVICE)
-            torch.testing.assert_close(frame_major(h, frames),
-                                       module.transformer_blocks[0].attention_blocks[0](h, frames), **TOL[torch.float32])
+            attention = module.transformer_blocks[0].attention_blocks[0]
+            torch.testing.assert_close(frame_major(h, frames), attention(h, frames), **TOL[torch.float32])
     torch.testing.assert_close(got, want, **TOL[torch.float32])
 
 
@@ -471,9 +474,9 @@ def test_whole_tiny_model_with_every_kernel_matches_eager(tmp_path):
     net, measured here as float32 vs float64 eager."""
     import copy
 
+    from emo.checkpoints.model_dir import random_models
     from emo.config import RunConfig
     from emo.runtime.backend import TorchBackend
-    from emo.checkpoints.model_dir import random_models
     from emo.runtime.renderer import Renderer
     from emo.sampling.conditioning import StepSchedule
     from emo.sampling.step_plan import GUIDED

@@ -31,31 +31,33 @@ def _type_checking(node: ast.If) -> bool:
         isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
 
 
+def _imports_of(path: Path, top_level_only: bool) -> set[str]:
+    """The emo modules one file imports (all of them, or only those run when it is imported)."""
+    module = _module(path)
+    found: set[str] = set()
+
+    def visit(nodes, top: bool) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                if top or not top_level_only:
+                    found.update(n for n in _resolve(module, node, path.name == "__init__.py")
+                                 if n == "emo" or n.startswith("emo."))
+            elif isinstance(node, ast.If) and _type_checking(node):
+                if not top_level_only:
+                    visit(node.body, top)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(node.body, top and isinstance(node, ast.ClassDef))
+            else:
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit(getattr(node, field, []), top)
+
+    visit(ast.parse(path.read_text()).body, True)
+    return found
+
+
 def imports(top_level_only: bool) -> dict[str, set[str]]:
     """module -> the emo modules it imports (all of them, or only those run when it is imported)."""
-    graph: dict[str, set[str]] = {}
-    for path in ROOT.rglob("*.py"):
-        module = _module(path)
-        tree = ast.parse(path.read_text())
-        found: set[str] = set()
-
-        def visit(nodes, top: bool) -> None:
-            for node in nodes:
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    if top or not top_level_only:
-                        found.update(n for n in _resolve(module, node, path.name == "__init__.py")
-                                     if n == "emo" or n.startswith("emo."))
-                elif isinstance(node, ast.If) and _type_checking(node):
-                    if not top_level_only:
-                        visit(node.body, top)
-                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    visit(node.body, top and isinstance(node, ast.ClassDef))
-                else:
-                    for field in ("body", "orelse", "finalbody", "handlers"):
-                        visit(getattr(node, field, []), top)
-
-        visit(tree.body, True)
-        graph[module] = found
+    graph = {_module(path): _imports_of(path, top_level_only) for path in ROOT.rglob("*.py")}
     modules = set(graph)
     return {m: {i if i in modules else i.rsplit(".", 1)[0] for i in deps} & modules - {m} for m, deps in graph.items()}
 

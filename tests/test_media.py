@@ -16,8 +16,9 @@ from .media_factory import no_face, portrait, probe, two_faces, voice, write_aud
 
 
 @pytest.mark.parametrize("name,codec,fmt,rate,channels", [
-    ("v.wav", "pcm_s16le", "wav", 44100, 2), ("v.wav", "pcm_f32le", "wav", 8000, 1), ("v.mp3", "libmp3lame", None, 22050, 2),
-    ("v.m4a", "aac", "mp4", 48000, 2), ("v.flac", "flac", None, 32000, 1), ("v.ogg", "libopus", "ogg", 48000, 2)])
+    ("v.wav", "pcm_s16le", "wav", 44100, 2), ("v.wav", "pcm_f32le", "wav", 8000, 1),
+    ("v.mp3", "libmp3lame", None, 22050, 2), ("v.m4a", "aac", "mp4", 48000, 2), ("v.flac", "flac", None, 32000, 1),
+    ("v.ogg", "libopus", "ogg", 48000, 2)])
 def test_any_container_rate_and_channels_become_mono_16k(tmp_path, name, codec, fmt, rate, channels):
     path = write_audio(tmp_path / name, voice(1.0, rate, channels), rate, codec, fmt)
     x = load_audio(path)

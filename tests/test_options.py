@@ -15,13 +15,13 @@ from emo.preprocess.face import HaarFaceDetector
 from emo.preprocess.image import load_image
 from emo.preprocess.portrait import prepare_portrait
 
-from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .cli_helpers import FAST, assert_refused, run_cli
 from .media_factory import portrait
 
 
 @pytest.fixture
-def media(tmp_path):
-    return make_media(tmp_path, 0.3)
+def media(tmp_path, speech_media):
+    return speech_media(0.3, into=tmp_path)  # the tests add files to it
 
 
 def _args(tmp_path, media, *extra: str, image: str = "face.png") -> list[str]:
@@ -67,8 +67,9 @@ def test_decompression_bomb_is_an_input_error(tmp_path, media):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer without a GPU")
-@pytest.mark.parametrize("extra", [["--device", "cuda"], ["--device", "cuda:1"], ["--device", "cuda", "--dtype", "fp32"],
-                                   ["--device", "cuda", "--backend", "torch"]], ids=["cuda", "cuda1", "fp32", "torch"])
+@pytest.mark.parametrize("extra", [["--device", "cuda"], ["--device", "cuda:1"],
+                                   ["--device", "cuda", "--dtype", "fp32"], ["--device", "cuda", "--backend", "torch"]],
+                         ids=["cuda", "cuda1", "fp32", "torch"])
 def test_cuda_without_a_gpu_says_so(tmp_path, media, extra):
     line = assert_refused(tmp_path, _args(tmp_path, media, *extra), "no CUDA GPU is available", code=2)
     assert "torch-fast" not in line
@@ -82,9 +83,9 @@ def test_cuda_without_a_gpu_says_so(tmp_path, media, extra):
     (["--engine-dir", "e"], "onnxruntime"),
 ])
 def test_auto_backend_picks_torch_fast_only_for_half_precision_on_cuda(argv, backend):
-    from emo.cli.run import _backend, _parser
+    from emo.cli.run import _parser, renderer_spec
 
-    assert _backend(_parser().parse_args(["--demo", "-o", "o.mp4", *argv])) == backend
+    assert renderer_spec(_parser().parse_args(["--demo", "-o", "o.mp4", *argv])).resolved_backend() == backend
 
 
 @pytest.mark.cuda

@@ -15,13 +15,13 @@ import pytest
 
 from emo.cli.bench import main as bench_main
 
-from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .cli_helpers import FAST, assert_refused, run_cli
 from .media_factory import probe, voice, write_wav
 
 
 @pytest.fixture
-def media(tmp_path):
-    return make_media(tmp_path, 0.3)
+def media(tmp_path, speech_media):
+    return speech_media(0.3, into=tmp_path)  # the tests add files and links to it
 
 
 def _args(media: Path, output: Path, *extra: str, image: str = "face.png", audio: str = "voice.wav") -> list[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from emo.checkpoints.model_dir import random_models
 from emo.config import TINY
 from emo.kernels.two_source_attention import two_source_attention_reference
 from emo.models.reference_unet import ReferenceUNet
-from emo.checkpoints.model_dir import random_models
-from emo.sampling.torch_model import both_halves, prepare_clip, prepare_video
 from emo.sampling.reference import reference_index
+from emo.sampling.torch_model import both_halves, prepare_clip, prepare_video
 
 
 def test_fallback_reads_each_rows_entry():

@@ -28,10 +28,8 @@ def renderer():
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("in")
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.44))  # 11 frames -> 3 clips of 4, the last trimmed to 3
+def inputs(speech_media):
+    d = speech_media(0.44)  # 11 frames -> 3 clips of 4, the last trimmed to 3
     return d / "face.png", d / "voice.wav"
 
 
@@ -105,8 +103,8 @@ def test_memory_is_flat_in_audio_length(tmp_path):
     for seconds in (10, 60):
         write_wav(tmp_path / f"v{seconds}.wav", voice(seconds))
         out = subprocess.run([sys.executable, "-c", PEAK_RSS, "--demo", str(tmp_path / "face.png"),
-                              str(tmp_path / f"v{seconds}.wav"), "-o", str(tmp_path / f"o{seconds}.mp4"), "--size", "64",
-                              "--steps", "1", "--quiet"], capture_output=True, text=True, timeout=900)
+                              str(tmp_path / f"v{seconds}.wav"), "-o", str(tmp_path / f"o{seconds}.mp4"),
+                              "--size", "64", "--steps", "1", "--quiet"], capture_output=True, text=True, timeout=900)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["rc"] == 0, out.stderr
         peaks[seconds] = result["maxrss_kb"] / 1024

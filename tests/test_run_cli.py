@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from emo.media.audio import load_audio
 from emo.checkpoints.model_dir import random_models, save_model_dir
+from emo.media.audio import load_audio
 
-from .cli_helpers import FAST, assert_refused, make_media, run_cli
+from .cli_helpers import FAST, assert_refused, run_cli
 from .media_factory import PORTRAIT, SPEECH, no_face, probe, two_faces, voice, write_wav
 
 
@@ -35,8 +35,8 @@ def test_demo_command_writes_h264_aac_mp4(tmp_path):
 
 
 @pytest.fixture
-def media(tmp_path):
-    return make_media(tmp_path, 0.5)
+def media(tmp_path, speech_media):
+    return speech_media(0.5, into=tmp_path)  # the tests add files to it
 
 
 def _run_args(tmp_path, image, audio, *extra):
@@ -170,8 +170,9 @@ def _copy_dir(src: Path, dst: Path) -> Path:
     (lambda m: __import__("shutil").rmtree(m / "sd-vae-ft-mse"), "sd-vae-ft-mse"),
     (lambda m: (m / "hallo" / "net.pth").unlink(), "hallo/net.pth"),
     (lambda m: __import__("shutil").rmtree(m / "wav2vec"), "wav2vec"),
-    (lambda m: torch.save({**torch.load(m / "hallo" / "net.pth"), "denoising_unet.conv_in.weight": torch.zeros(3, 4, 3, 3)},
-                          m / "hallo" / "net.pth"), "denoising_unet.conv_in.weight"),
+    (lambda m: torch.save({**torch.load(m / "hallo" / "net.pth"),
+                           "denoising_unet.conv_in.weight": torch.zeros(3, 4, 3, 3)}, m / "hallo" / "net.pth"),
+     "denoising_unet.conv_in.weight"),
     (lambda m: (m / "hallo" / "net.pth").write_bytes(b"garbage"), "cannot read checkpoint"),
 ])
 def test_broken_model_dir_is_named(tmp_path, media, tiny_model_dir, damage, match):

@@ -23,10 +23,11 @@ import pytest
 pytest.importorskip("ray.serve", reason='emo-serve needs Ray Serve (pip install -e ".[test]")')
 requests = pytest.importorskip("requests")
 
-from emo.serve.loadgen import run_load  # noqa: E402
-
+from .bench_scripts import bench_module  # noqa: E402
 from .media_factory import PORTRAIT, SPEECH, voice, write_wav  # noqa: E402
 from .test_run_cli import BAD_AUDIO, BAD_IMAGES, BAD_OPTIONS  # noqa: E402  (emo-run's list of bad inputs)
+
+run_load = bench_module("loadgen").run_load  # the load-test tool of bench/serve_load.sh
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

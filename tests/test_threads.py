@@ -63,7 +63,7 @@ def test_haar_detector_shared_by_threads_matches_serial():
 
 def test_renders_from_threads_equal_serial_renders(tmp_path, inputs):
     renderer = Renderer.random(seed=3, device="cpu")
-    jobs = [(k, image, audio, seed) for k, ((image, audio), seed) in enumerate(zip(inputs * 2, range(12)))]
+    jobs = [(k, image, audio, seed) for k, ((image, audio), seed) in enumerate(zip(inputs * 2, range(12), strict=True))]
 
     def render(job, where: str) -> np.ndarray:
         k, image, audio, seed = job
@@ -74,7 +74,7 @@ def test_renders_from_threads_equal_serial_renders(tmp_path, inputs):
 
     serial = [render(job, "serial") for job in jobs]
     threaded = _concurrently(lambda job: render(job, "threads"), jobs)
-    for a, b in zip(serial, threaded):
+    for a, b in zip(serial, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
     assert len({a.tobytes() for a in serial}) == len(jobs)  # every job really differs
 

@@ -3,29 +3,26 @@ overlapped decode, and emo-bench timing the renderer's loop."""
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 
+from emo.checkpoints.model_dir import random_models
 from emo.config import RunConfig
 from emo.kernels import registry
 from emo.runtime.backend import TorchBackend
-from emo.checkpoints.model_dir import random_models
 from emo.runtime.renderer import Renderer
 from emo.runtime.torch_fast_backend import TorchFastBackend
-
-from .media_factory import portrait, voice, write_wav
 
 RUN = RunConfig(frames=4, motion_frames=2, steps=2, size=64, fps=25)
 CUDA_DTYPES = ["fp16", "bf16"]
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("in")
-    portrait().save(d / "face.png")
-    write_wav(d / "voice.wav", voice(0.44))  # 11 frames: 3 clips
+def media(speech_media):
+    d = speech_media(0.44)  # 11 frames: 3 clips
     return d / "face.png", d / "voice.wav"
 
 
@@ -107,16 +104,41 @@ def test_cuda_graphs_refused_without_cuda():
         TorchFastBackend(random_models(), "cpu", "fp32", overlap_decode=True)
 
 
+def _stream_events(renderer: Renderer, prepared) -> tuple[list[np.ndarray], list[str]]:
+    """The clips a stream yields, and the order of its stages (the renderer's timer hook) and of the clips'
+    arrival ("got k": a clip of k frames reached the caller)."""
+    events: list[str] = []
+
+    @contextmanager
+    def timer(stage: str):
+        events.append(stage)
+        yield
+
+    renderer.timer = timer
+    clips = []
+    for clip in renderer.stream(prepared, RUN, seed=5):
+        events.append(f"got {len(clip)}")
+        clips.append(clip)
+    return clips, events
+
+
 def test_pipelined_stream_yields_the_same_clips_one_late(media):
-    """A pipelined backend's clips come out one clip late: same frames, same per-clip sizes, same trimming."""
+    """A pipelined backend's clip c reaches the caller only once clip c + 1 has been denoised and its decode
+    started (the last clip at the end): the same frames, per-clip sizes and trimming as a plain backend's."""
     plain = Renderer.random(device="cpu")
     piped = Renderer.random(device="cpu")
     piped.backend.pipelined = True  # the bookkeeping of the overlapped path, with a synchronous decode
     prepared = plain.prepare(*media, RUN)
-    want = list(plain.stream(prepared, RUN, seed=5))
-    got = list(piped.stream(prepared, RUN, seed=5))
+    want, plain_events = _stream_events(plain, prepared)
+    got, piped_events = _stream_events(piped, prepared)
+    denoise = ["clip", *["step"] * RUN.steps, "decode"]
+    deliver = ["frames", "consumer"]
+    assert plain_events == ["reference", *denoise, *deliver, "got 4", *denoise, *deliver, "got 4",
+                            *denoise, *deliver, "got 3"]
+    assert piped_events == ["reference", *denoise, *denoise, *deliver, "got 4", *denoise, *deliver, "got 4",
+                            *deliver, "got 3"]
     assert [len(c) for c in got] == [len(c) for c in want] == [4, 4, 3]
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -133,7 +155,7 @@ def test_bench_times_the_renderer_loop_side_by_side(tmp_path):
     report = json.loads(out.read_text())
     assert report["complete"] and set(report["results"]) == {"torch", "torch-fast"}
     assert report["speedup_fps"]["torch-fast"] > 0
-    for name, r in report["results"].items():
+    for r in report["results"].values():
         assert r["frames"] == 8 and r["fps"] > 0 and r["peak_memory_bytes"] > 0
         stages = r["stages"]
         assert {"reference", "clip", "step", "decode", "frames", "consumer"} <= set(stages)

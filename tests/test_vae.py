@@ -11,10 +11,10 @@ from emo.checkpoints.state_dict import CheckpointError
 from emo.checkpoints.vae import load_vae
 from emo.checkpoints.vae_keys import LEGACY_ATTENTION_NAMES, normalize_vae_state_dict
 from emo.config import TINY, ModelConfig
+from emo.golden.cases import cases, load_case
+from emo.golden.run import golden_vae
 from emo.models.init import randomize_
 from emo.models.vae import VAE
-
-from .golden import cases, golden_vae, load_case
 
 CASES = cases("model")
 

@@ -23,7 +23,7 @@ from .gate import DEFAULT_MIN_PSNR_DB, component_error, frame_error, gate_record
 from .media_set import MediaPair, check_disjoint, set_hash
 from .policy import FORMATS, QuantPolicy
 from .qdq import onnx_module, quant_targets, quantize_graph
-from .record import RecordingBackend, render_pairs
+from .record import Feed, RecordingBackend, Renders, render_pairs
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -41,6 +41,43 @@ class CalibrationSettings:
     threads: int = 0
     amax_budget_bytes: int = 2 << 30
     extra: dict = field(default_factory=dict)  # more settings to hash with the set (e.g. seconds per pair)
+
+
+@dataclass
+class Recordings:
+    """What the fp32 export does on the calibration and held-out inputs: the feeds of the components to quantize
+    (both sets) and the held-out renders the gate compares with. Recorded once, they serve every format."""
+
+    fp32_dir: Path
+    components: tuple[str, ...]
+    run: RunConfig
+    seed: int
+    pairs: tuple[tuple[MediaPair, ...], tuple[MediaPair, ...]]  # the calibration and held-out inputs
+    calibration: dict[str, list[Feed]]
+    held_out: dict[str, list[Feed]]
+    reference: Renders
+
+    def matches(self, fp32_dir: Path, components: tuple[str, ...], calibration: list[MediaPair],
+                held_out: list[MediaPair], run: RunConfig, seed: int) -> bool:
+        return (self.fp32_dir.resolve() == fp32_dir.resolve() and set(components) <= set(self.components)
+                and self.pairs == (tuple(calibration), tuple(held_out)) and self.run == run and self.seed == seed)
+
+
+def record(fp32_dir: str | Path, components: tuple[str, ...], calibration: list[MediaPair],
+           held_out: list[MediaPair], settings: CalibrationSettings,
+           say: Callable[[str], None] = lambda s: None) -> Recordings:
+    """Render both sets with the fp32 graphs, keeping every feed of `components`."""
+    fp32_dir = Path(fp32_dir)
+    check_disjoint(calibration, held_out)
+    say(f"calibration: rendering {len(calibration)} input(s) with the fp32 graphs")
+    recorder = RecordingBackend(fp32_dir, components, settings.threads)
+    render_pairs(recorder, calibration, settings.run, settings.seed)
+    feeds, recorder = recorder.feeds, None  # its sessions go: real-size graphs are large
+    say(f"gate: rendering {len(held_out)} held-out input(s) with the fp32 graphs")
+    recorder = RecordingBackend(fp32_dir, components, settings.threads)
+    reference = render_pairs(recorder, held_out, settings.run, settings.seed)
+    return Recordings(fp32_dir, tuple(components), settings.run, settings.seed, (tuple(calibration), tuple(held_out)),
+                      feeds, recorder.feeds, reference)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -94,9 +131,10 @@ def _manifest(fp32: Manifest, staging: Path, fmt: str, policy: QuantPolicy) -> M
 
 def quantize_export(fp32_dir: str | Path, out_dir: str | Path, fmt: str, policy: QuantPolicy,
                     calibration: list[MediaPair], held_out: list[MediaPair], settings: CalibrationSettings,
-                    say: Callable[[str], None] = lambda s: None) -> Manifest:
+                    say: Callable[[str], None] = lambda s: None, recordings: Recordings | None = None) -> Manifest:
     """Calibrate on `calibration`, gate on `held_out`, write the `fmt` export to out_dir (replacing an export
-    there). Raises GateFailed below the gate unless settings.accept_accuracy_loss; then nothing is written."""
+    there). Raises GateFailed below the gate unless settings.accept_accuracy_loss; then nothing is written.
+    recordings: `record`'s result for these sets and settings (made here when not given)."""
     if fmt not in FORMATS:
         raise InputError(f"precision must be one of {', '.join(FORMATS)} (got {fmt!r})")
     fp32_dir, out_dir = Path(fp32_dir), Path(out_dir)
@@ -107,14 +145,14 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, fmt: str, policy:
     unknown = [c for c in policy.components if c not in fp32.components]
     if unknown:
         raise InputError(f"unknown component(s) to quantize: {', '.join(unknown)}")
-    check_disjoint(calibration, held_out)
     run, seed = settings.run, settings.seed
     run.validate(fp32.model())
-
-    say(f"calibration: rendering {len(calibration)} input(s) with the fp32 graphs")
-    recorder = RecordingBackend(fp32_dir, policy.components, settings.threads)
-    render_pairs(recorder, calibration, run, seed)
-    feeds, recorder = recorder.feeds, None
+    if recordings is None:
+        recordings = record(fp32_dir, policy.components, calibration, held_out, settings, say)
+    elif not recordings.matches(fp32_dir, policy.components, calibration, held_out, run, seed):
+        raise InputError("the recordings were made for another export, inputs, components or settings")
+    check_disjoint(calibration, held_out)
+    feeds = recordings.calibration
 
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -132,10 +170,8 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, fmt: str, policy:
         manifest.write(staging)
         del feeds
 
-        say(f"gate: rendering {len(held_out)} held-out input(s) with the fp32 and the {fmt} graphs")
-        reference = RecordingBackend(fp32_dir, policy.components, settings.threads)
-        ref = render_pairs(reference, held_out, run, seed)
-        held_feeds, reference = reference.feeds, None  # its sessions go: real-size graphs are large
+        say(f"gate: rendering {len(held_out)} held-out input(s) with the {fmt} graphs")
+        ref, held_feeds = recordings.reference, recordings.held_out
         got = render_pairs(OnnxRuntimeBackend(staging, "cpu", settings.threads), held_out, run, seed)
         errors = {name: component_error(fp32_dir / fp32.components[name].file, staging / manifest.components[name].file,
                                         held_feeds[name], settings.threads)
