@@ -7,9 +7,7 @@
   video or clip comes, the timestep, guidance scale and motion scale copied in before every replay, so a new
   setting never captures again. All graphs share one memory pool and the cache holds `max_graphs` of them;
 - fused Triton kernels (emo.kernels), when asked for (`kernels=`), switched on for its calls only. None is on by
-  default: at real size on an H200 (hallo-sd15, 512², 16 frames, fp16) the step took 251 ms with all four and
-  228 ms with none (eager: 230 ms); cuDNN's fused attention beats the two-source kernel 3.7 ms to 10.4 ms at head
-  dim 40 (bench/results/2026-11-26-h200-gpu-session);
+  default: on a GPU they measured slower than cuDNN (docs/performance.md);
 - on CUDA, a clip's VAE decode split: the n frames the next clip needs as motion frames decoded at once, the
   others on a side stream while the next clip is denoised, copied to pinned host memory there without blocking
   (`pipelined`; the renderer yields one clip late, and waits only for that clip's copy).
