@@ -13,7 +13,7 @@ PROG = "emo-export"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    add_model_source(p)
+    add_model_source(p, required=False)  # the trained demo model by default
     p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--components", default=",".join(COMPONENTS),

@@ -12,7 +12,7 @@ PROG = "emo-verify"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("engine_dir", metavar="ENGINE_DIR", help="a directory made by emo-export")
-    add_model_source(p)
+    add_model_source(p, required=False)  # the trained demo model by default
     p.add_argument("--components", help="comma-separated subset (default: all in the directory)")
     p.add_argument("--tolerance", type=float, help="max abs error (default 1e-4 for fp32 graphs, 5e-2 for fp16)")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
