@@ -225,6 +225,11 @@ class ModelConfig:
 
 MAX_FPS = 120
 MAX_SIZE = 4096  # square side in pixels: 64x the 512 the models are trained at, far beyond any GPU's memory
+MAX_GUIDANCE = 30.0  # far above any useful guidance scale (Hallo 3.5, EchoMimic 2.5)
+MAX_MOTION_SCALE = 10.0
+MAX_FRAMES_PER_CLIP = 256
+MAX_SAMPLE_RATE = 192_000
+SAMPLERS = ("ddim", "dpm++")
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,11 @@ class RunConfig:
     size: int = 512
     fps: int = 25
     sample_rate: int = 16000
+    sampler: str = "ddim"  # "ddim" (Hallo's, golden-exact) or "dpm++" (DPM-Solver++ 2M)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # guided steps: lo <= i / steps < hi; the rest cond-only
+    cache_interval: int = 1  # a full UNet step every N steps, deep features reused between (1 = off)
+    cache_levels: int = 1  # outer UNet levels a step reusing deep features runs
+    first_clip_frames: int | None = None  # a shorter first clip, for a stream's first frames sooner
 
     def validate(self, model: ModelConfig | None = None) -> None:
         """Raise InputError with a one-line message for settings the model cannot run (every number finite, in
@@ -266,20 +276,43 @@ class RunConfig:
         steps_max = (model.scheduler if model is not None else SchedulerConfig()).num_train_timesteps
         in_range("steps", self.steps, 1, steps_max)
         in_range("fps", self.fps, 1, MAX_FPS)
-        in_range("frames per clip", self.frames, 1)
         in_range("motion frames", self.motion_frames, 0)
         if self.motion_frames > self.frames:  # the next clip's motion frames are the last n frames of this one
             raise InputError(f"motion frames must be <= frames per clip (got {self.motion_frames} > {self.frames})")
         in_range("size", self.size, 64, MAX_SIZE)
         if self.size % 64:
             raise InputError(f"size must be a positive multiple of 64 (got {self.size})")
-        in_range("guidance scale", self.guidance_scale, 1)
+        in_range("guidance scale", self.guidance_scale, 1, MAX_GUIDANCE)
         for name, s in zip(("full", "face", "lip"), self.motion_scale, strict=True):
-            in_range(f"{name} motion scale", s, 0)
-        in_range("sample rate", self.sample_rate, 1)
+            in_range(f"{name} motion scale", s, 0, MAX_MOTION_SCALE)
+        in_range("sample rate", self.sample_rate, 1, MAX_SAMPLE_RATE)
+        in_range("frames per clip", self.frames, 1, MAX_FRAMES_PER_CLIP)
+        self._validate_speed()
         if model is not None and self.frames + self.motion_frames > model.motion.max_len:
             raise InputError(f"frames + motion frames must be <= {model.motion.max_len} "
                              f"(got {self.frames} + {self.motion_frames})")
+
+    def _validate_speed(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
+        lo, hi = self.guidance_interval
+        in_range("guidance interval start", lo, 0, 1)
+        in_range("guidance interval end", hi, 0, 1)
+        if lo > hi:
+            raise InputError(f"guidance interval start must be <= its end (got {lo}:{hi})")
+        in_range("cache interval", self.cache_interval, 1, self.steps)
+        in_range("cache levels", self.cache_levels, 1, 3)  # of the UNet's four levels (the innermost is cached)
+        if self.first_clip_frames is not None:
+            in_range("first clip frames", self.first_clip_frames, 1, self.frames)
+            if self.first_clip_frames < self.motion_frames:  # the next clip's motion frames come from it
+                raise InputError(f"first clip frames must be >= motion frames "
+                                 f"(got {self.first_clip_frames} < {self.motion_frames})")
+
+    def guided(self, i: int) -> bool:
+        """Whether step i computes both CFG halves (else the conditional half alone): inside the guidance
+        interval and with a guidance scale above 1 (at scale 1 the halves' difference is multiplied by 0)."""
+        lo, hi = self.guidance_interval
+        return self.guidance_scale != 1.0 and lo <= i / self.steps < hi
 
     @classmethod
     def from_hallo(cls, case: dict[str, Any]) -> "RunConfig":
@@ -293,21 +326,76 @@ class RunConfig:
 @dataclass(frozen=True)
 class RunOptions:
     """Overrides of a preset's RunConfig, None meaning "the preset's": the one way emo-run's options, emo-serve's
-    form fields and the Python API change render settings. Seeds are not render settings (see check_seed)."""
+    form fields and the Python API change render settings. Seeds are not render settings (see check_seed).
 
+    speed: a speed preset (SPEEDS) applied first; the other options then override its settings, except under
+    `quality`, which is Hallo's settings exactly and is refused together with a sampling option."""
+
+    speed: str | None = None
     steps: int | None = None
     guidance_scale: float | None = None
     fps: int | None = None
     size: int | None = None
     frames: int | None = None  # frames per clip
     motion_frames: int | None = None
+    sampler: str | None = None
+    guidance_interval: tuple[float, float] | None = None
+    cache_interval: int | None = None
+    cache_levels: int | None = None
+    first_clip_frames: int | None = None
 
     def apply(self, base: RunConfig, model: ModelConfig | None = None) -> RunConfig:
-        """base with these overrides, checked (RunConfig.validate's one-line InputErrors)."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        """base with the speed preset and these overrides, checked (RunConfig.validate's one-line InputErrors)."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name != "speed" and getattr(self, f.name) is not None}
+        if self.speed is not None:
+            if self.speed not in SPEEDS:
+                raise InputError(f"speed must be one of {', '.join(SPEEDS)} (got {self.speed!r})")
+            sampling = sorted(set(given) & SAMPLING_OPTIONS)
+            if self.speed == "quality" and sampling:
+                raise InputError(f"speed quality is Hallo's settings exactly; it does not take "
+                                 f"{sampling[0].replace('_', ' ')} (choose another speed, or no speed)")
+            base = dataclasses.replace(base, **dataclasses.asdict(SPEEDS[self.speed]))
+        if "guidance_interval" in given and given.get("guidance_scale", base.guidance_scale) == 1.0:
+            raise InputError("a guidance interval needs a guidance scale above 1 (at 1 no step is guided)")
         run = dataclasses.replace(base, **given)
         run.validate(model)
         return run
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """"A:B" (fractions of the schedule, e.g. "0:0.5") -> (A, B); InputError in one line otherwise."""
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InputError(f"guidance interval must be START:END, fractions of the schedule such as 0:0.5 "
+                         f"(got {text!r})") from None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The sampling settings of a speed preset (RunOptions.speed): how many UNet evaluations a frame costs."""
+
+    steps: int
+    guidance_scale: float
+    sampler: str
+    guidance_interval: tuple[float, float]
+    cache_interval: int = 1
+    cache_levels: int = 1
+    first_clip_frames: int | None = None
+
+
+SAMPLING_OPTIONS = {f.name for f in dataclasses.fields(Speed)}
+# measured on the trained demo model (docs/performance.md, bench/speed_presets.py)
+SPEEDS = {
+    "quality": Speed(40, 3.5, "ddim", (0.0, 1.0)),  # Hallo's: 80 UNet frame-evaluations a frame
+    "balanced": Speed(12, 3.5, "dpm++", (0.0, 1.0)),
+    "fast": Speed(8, 3.5, "dpm++", (0.0, 1.0)),
+    "realtime": Speed(6, 3.5, "dpm++", (0.0, 0.34)),
+}
 
 
 def _from_dict(cls, d: dict[str, Any], path: str = ""):

@@ -7,6 +7,7 @@ export or plan directory and compares.
 
 Dimension names:
   frames (f), motion (n), motion2 (2n), images (VAE batch), batch (imageproj rows),
+  halves (the denoiser's CFG halves: 2 for a guided step, 1 for a conditional-only one),
   pix (square frame side), lat (latent side), lat_k (lat >> k), tok_k ((lat >> k)^2 tokens at level k),
   samples (16 kHz waveform length), audio_frames (video frames the audio covers, padded to whole clips).
 """
@@ -136,6 +137,7 @@ def dim_values(cfg: ModelConfig, r: ShapeRanges, frames: int, motion: int, size:
     covered = math.ceil(seconds * r.fps)
     audio_frames = covered + frames - 1 if worst_padding else -(-covered // frames) * frames
     values = {"frames": frames, "motion": motion, "motion2": 2 * motion, "images": images, "batch": batch,
+              "halves": batch,
               "pix": size, "audio_frames": audio_frames,
               "samples": max(audio_frames * (r.sample_rate // r.fps), 400)}  # wav2vec2's CNN needs >= 400 samples
     for k in range(geo.levels):
@@ -209,14 +211,14 @@ def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, Componen
              [TensorSpec("motion_features", (2, "motion", c_mid, lat_mid, lat_mid))],
              at_least={"motion": 1, "motion2": 2}),  # only run when there are motion frames
         spec("denoiser",
-             [TensorSpec("sample", (2, u.in_channels, "frames", lat, lat)),
+             [TensorSpec("sample", ("halves", u.in_channels, "frames", lat, lat)),
               TensorSpec("timestep", (1,), "float32"),
               TensorSpec("guidance_scale", (1,)),
               TensorSpec("motion_scale", (3,)),
-              TensorSpec("image_tokens", (2, *img_tokens)),
-              TensorSpec("audio_tokens", (2, "frames", a.context_tokens, a.output_dim)),
-              TensorSpec("face_feature", (2, c0, lat, lat)),
-              TensorSpec("motion_features", (2, "motion", c_mid, lat_mid, lat_mid)),
+              TensorSpec("image_tokens", ("halves", *img_tokens)),
+              TensorSpec("audio_tokens", ("halves", "frames", a.context_tokens, a.output_dim)),
+              TensorSpec("face_feature", ("halves", c0, lat, lat)),
+              TensorSpec("motion_features", ("halves", "motion", c_mid, lat_mid, lat_mid)),
               TensorSpec("ref_index", ("frames",), "int64"),  # the reference entry (of the 2) each frame reads
               *masks, *kv],
              [TensorSpec("noise_pred", (1, u.out_channels, "frames", lat, lat))]),

@@ -143,3 +143,23 @@ def test_opencv_without_haar_cascades_is_named_with_the_fix(monkeypatch):
     with pytest.raises(RuntimeError, match=r"has no Haar cascades: install opencv-python-headless < 5, or give "
                                            r"InsightFace models with --face-models DIR"):
         HaarFaceDetector().detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_load_audio_stops_at_max_seconds(tmp_path):
+    from emo.media.audio import AudioTooLong
+
+    write_wav(tmp_path / "v.wav", voice(2.0))
+    assert load_audio(tmp_path / "v.wav", max_seconds=2.5).shape == (32000,)
+    with pytest.raises(AudioTooLong, match=r"longer than 1\.5 s"):
+        load_audio(tmp_path / "v.wav", max_seconds=1.5)
+
+
+@pytest.mark.parametrize("rate,aac", [(12_345, 16_000), (4_000, 7_350), (192_000, 96_000), (44_100, 44_100)])
+def test_every_mp4_writes_the_voice_at_a_rate_aac_has(tmp_path, rate, aac):
+    from emo.media.aac import aac_track
+
+    write_wav(tmp_path / "v.wav", voice(0.5, rate), rate)
+    assert aac_track(tmp_path / "v.wav").rate == aac
+    with Mp4Writer(tmp_path / "o.mp4", 25, 64, tmp_path / "v.wav") as w:
+        w.write(np.zeros((13, 64, 64, 3), np.uint8))
+    assert probe(tmp_path / "o.mp4")["audio_codec"] == "aac"

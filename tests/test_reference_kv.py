@@ -10,7 +10,7 @@ from emo.config import TINY
 from emo.kernels.two_source_attention import two_source_attention_reference
 from emo.models.reference_unet import ReferenceUNet
 from emo.sampling.reference import reference_index
-from emo.sampling.torch_model import both_halves, prepare_clip, prepare_video
+from emo.sampling.torch_model import denoise_halves, prepare_clip, prepare_video
 
 
 def test_fallback_reads_each_rows_entry():
@@ -47,12 +47,12 @@ def test_denoiser_through_the_index_equals_per_frame_copies(tiny_clip):
     x = torch.randn(2, 4, f, 8, 8, generator=torch.Generator().manual_seed(2))
     t, scale = torch.tensor([500.0]), torch.tensor([1.0, 0.8, 1.2])
     with torch.no_grad():
-        got = both_halves(m.net.denoising_unet, clip, x, t, scale)
+        got = denoise_halves(m.net.denoising_unet, clip, x, t, scale)[0]
         per_frame = [(k.index_select(0, clip.ref_index), v.index_select(0, clip.ref_index))
                      for k, v in clip.video.ref_kv]  # the old layout: one entry copy per cond frame
         copies = type(clip)(type(clip.video)(clip.video.image_tokens, clip.video.face_feature, clip.video.masks,
                                              per_frame), clip.audio_tokens, clip.motion_features, torch.arange(f))
-        want = both_halves(m.net.denoising_unet, copies, x, t, scale)
+        want = denoise_halves(m.net.denoising_unet, copies, x, t, scale)[0]
     torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 

@@ -105,7 +105,7 @@ BAD_OPTIONS = {
     "steps": (["--steps", "0"], "steps must be in [1, 1000]"),
     "fps": (["--fps", "0"], "fps must be in [1, 120]"),
     "size": (["--size", "100"], "multiple of 64"),
-    "guidance": (["--guidance-scale", "0.5"], "guidance scale must be >= 1"),
+    "guidance": (["--guidance-scale", "0.5"], "guidance scale must be in [1, 30.0]"),
     "frames": (["--frames-per-clip", "40"], "frames + motion frames"),
     "fp16 on cpu": (["--dtype", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
 }
@@ -115,6 +115,26 @@ BAD_OPTIONS = {
 def test_out_of_range_options(tmp_path, media, case):
     extra, match = BAD_OPTIONS[case]
     assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", media / "voice.wav", *extra), match)
+
+
+TOO_LARGE = {
+    "steps": (["--steps", "1001"], "steps must be in [1, 1000]"),
+    "guidance": (["--guidance-scale", "1e308"], "guidance scale must be in [1, 30.0]"),
+    "fps": (["--fps", "121"], "fps must be in [1, 120]"),
+    "size": (["--size", "8192"], "size must be in [64, 4096]"),
+    "frames": (["--frames-per-clip", "257"], "frames per clip must be in [1, 256]"),
+    "motion frames": (["--motion-frames", "1000"], "motion frames must be <= frames per clip"),
+    "seed": (["--seed", str(2**64)], "seed must be in"),
+    "cache interval": (["--cache-interval", "1000000"], "cache interval must be in"),
+    "first clip frames": (["--first-clip-frames", "1000000"], "first clip frames must be in"),
+    "face expand ratio": (["--face-expand-ratio", "1e308"], "face expand ratio must be in"),
+}
+
+
+@pytest.mark.parametrize("case", TOO_LARGE, ids=list(TOO_LARGE))
+def test_absurdly_large_options_exit_2(tmp_path, media, case):
+    extra, match = TOO_LARGE[case]
+    assert_refused(tmp_path, _run_args(tmp_path, media / "face.png", media / "voice.wav", *extra), match, code=2)
 
 
 def test_output_directory_missing(tmp_path, media):

@@ -8,12 +8,15 @@ too, since float sums (and so the frames) depend on the thread count.
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -34,6 +37,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SMALL = {"size": 64, "steps": 1, "frames_per_clip": 4}  # a render of a second of voice takes ~1 s here
 MAX_QUEUED = 2
 MAX_AUDIO_S = 40
+GIGAPIXELS, FRAMES_OUT_GB, DISK_SPARE_GB = 2.5, 24, 20  # per-request budget; disk the server may fill in the tests
+IDLE_TIMEOUT_S = 2
 
 
 class Server:
@@ -47,9 +52,15 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
         self.log = open(root / "server.log", "w")
+        # the server keeps free all but DISK_SPARE_GB of the disk: a render needing more is refused for want of space
+        free = shutil.disk_usage(root).free
+        reserve = max(0, free - DISK_SPARE_GB * 2**30) // 2**20
+        self.disk_spare = free - reserve * 2**20  # what renders may fill (less on a disk with less free)
         self.proc = subprocess.Popen(
             ["emo-serve", "--demo", "--replicas", "2", "--cpus-per-replica", "1", "--port", str(self.port),
              "--max-queued", str(MAX_QUEUED), "--max-audio-seconds", str(MAX_AUDIO_S), "--max-upload-mb", "8",
+             "--max-output-gigapixels", str(GIGAPIXELS), "--max-frames-out-gb", str(FRAMES_OUT_GB),
+             "--min-free-disk-mb", str(reserve), "--upload-idle-timeout", str(IDLE_TIMEOUT_S),
              "--temp-dir", str(self.temp), "--results-dir", str(self.results), "--token", TOKEN],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=root)
         deadline = time.monotonic() + 240
@@ -256,7 +267,7 @@ def test_bad_upload_answers_400_with_emo_runs_message(server, tmp_path, field, c
     error = r.json()["error"]
     assert match.lower() in error.lower() and "\n" not in error
     assert str(tmp_path) not in error and "emo-serve-" not in error, error  # no server paths
-    assert f"uploaded {field}" in error, error
+    assert f"uploaded {field}" in error and f"{field} uploaded {field}" not in error, error
 
 
 CLI_OPTIONS = {"steps": "steps", "fps": "fps", "size": "size", "guidance": "guidance_scale",
@@ -278,7 +289,7 @@ def test_server_limits_and_malformed_forms(server, media, tmp_path):
     r = server.submit(tmp_path / "big.bin", media / "short.wav")
     assert r.status_code == 413 and "larger than this server accepts" in r.json()["error"], r.text
     r = server.submit(PORTRAIT, media / "short.wav", size=2048)
-    assert r.status_code == 400 and "size must be <= 1024" in r.json()["error"]
+    assert r.status_code == 413 and "size must be <= 1024" in r.json()["error"]
     r = server.submit(PORTRAIT, media / "short.wav", steps="many")
     assert r.status_code == 422 and r.json()["error"].startswith("steps:")
     with open(PORTRAIT, "rb") as i:
@@ -306,6 +317,177 @@ def test_bounded_load_every_request_done_or_429_none_lost(server, media):
     assert summary["responses_429"] > 0  # 8 clients, 2 replicas + 2 queued: the bound was hit
     metrics = server.get("/metrics").text
     assert "emo_serve_queue_length 0.0" in metrics and "emo_serve_renders_in_flight 0.0" in metrics
+
+
+def _long_flac(path: Path, seconds: int, rate: int = 8000) -> Path:
+    """A long voice track that is a small upload: a second of tone each minute, digital silence between."""
+    tone = (np.sin(2 * np.pi * 200 * np.arange(rate) / rate) * 8000).astype(np.int16)[None]
+    quiet = np.zeros_like(tone)
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        for i in range(seconds):
+            frame = av.AudioFrame.from_ndarray(quiet if i % 60 else tone, format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, i * rate, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def _timed(fn, *args, **kw):
+    start = time.monotonic()
+    return fn(*args, **kw), time.monotonic() - start
+
+
+def test_long_voice_is_refused_at_the_limit_without_holding_up_others(server, media, tmp_path):
+    """Two hours of FLAC (2 MB): decoding stops at the limit, and a valid submit beside it is not kept waiting."""
+    flac = _long_flac(tmp_path / "long.flac", 2 * 3600)
+    with ThreadPoolExecutor(2) as pool:
+        long = pool.submit(_timed, server.submit, PORTRAIT, flac, **SMALL)
+        time.sleep(0.05)
+        valid = pool.submit(_timed, server.submit, PORTRAIT, media / "short.wav", **SMALL)
+        (refused, refused_s), (accepted, accepted_s) = long.result(), valid.result()
+    assert refused.status_code == 413 and f"at most {MAX_AUDIO_S} s" in refused.json()["error"], refused.text
+    assert refused_s < 2, refused_s
+    assert accepted.status_code == 202 and accepted_s < 3, (accepted.text, accepted_s)
+    assert server.wait(accepted.json()["id"], timeout=60)["state"] == "done"
+
+
+def test_cancel_reaches_the_render_between_units_of_work(server, media):
+    """Both replicas busy in the reference stage of a large render: cancelled, they stop at once (not after the
+    stage's first denoising step, a dozen seconds later) and the next job is rendered straight away."""
+    big = {"size": 768, "steps": 1, "frames_per_clip": 4}
+    jobs = [server.submit(PORTRAIT, media / "four.wav", **big).json() for _ in range(2)]
+    for j in jobs:
+        server.wait(j["id"], lambda j: j["state"] == "running", timeout=60)
+    cancelled_at = time.monotonic()
+    for j in jobs:
+        assert requests.delete(f"{server.url}/v1/renders/{j['id']}", headers=AUTH, timeout=30).status_code == 200
+    quick = server.submit(PORTRAIT, media / "short.wav", **SMALL).json()
+    assert server.wait(quick["id"], timeout=60)["state"] == "done"
+    assert time.monotonic() - cancelled_at < 12
+    stream = server.get(f"/v1/renders/{jobs[0]['id']}/stream")
+    assert stream.status_code == 409 and "cancelled" in stream.json()["error"], stream.text
+    assert server.temp_left() == []
+
+
+def test_voice_at_a_rate_aac_lacks_renders_with_an_aac_track(server, tmp_path):
+    write_wav(tmp_path / "odd.wav", voice(1.0, 12_345), 12_345)
+    job = server.submit(PORTRAIT, tmp_path / "odd.wav", **SMALL).json()
+    final = server.wait(job["id"], timeout=60)
+    assert final["state"] == "done", final
+    for route in ("video", "stream"):
+        with av.open(io.BytesIO(server.get(f"/v1/renders/{job['id']}/{route}").content)) as c:
+            assert c.streams.audio[0].codec_context.name == "aac" and c.streams.audio[0].rate == 16_000
+            assert len(list(c.decode(video=0))) == final["progress"]["frames"] == 25
+
+
+def test_requests_over_the_budget_or_the_disk_answer_413(server, media):
+    """30 s of voice: 3600 frames of 1024x1024 is over the pixel budget; 2250 frames kept raw over the raw-frame
+    budget; 1800 frames kept raw (21 GiB) more than the disk the server may fill."""
+    r = server.submit(PORTRAIT, media / "long.wav", size=1024, fps=120)
+    assert r.status_code == 413 and f"at most {GIGAPIXELS:g} gigapixels" in r.json()["error"], r.text
+    r = server.submit(PORTRAIT, media / "long.wav", size=1024, fps=75, frames_out="true")
+    assert r.status_code == 413 and f"at most {FRAMES_OUT_GB} GiB" in r.json()["error"], r.text
+    if server.disk_spare >= 21 * 2**30:
+        pytest.skip("the disk has too little free space to refuse a render for it")  # (the checks above ran)
+    r = server.submit(PORTRAIT, media / "long.wav", size=1024, fps=60, frames_out="true")
+    assert r.status_code == 413 and "disk cannot hold" in r.json()["error"], r.text
+    assert "\n" not in r.json()["error"]
+
+
+OUT_OF_RANGE = {"steps": ["0", "1001"], "guidance_scale": ["0.5", "1e308", "nan", "inf"], "fps": ["0", "121"],
+                "size": ["0", "100", "8192"], "frames_per_clip": ["0", "257"], "motion_frames": ["-1", "1000"],
+                "seed": ["-1", str(2**64)], "speed": ["warp"], "sampler": ["euler"],
+                "guidance_interval": ["0.5:2", "x"], "cache_interval": ["0", "1000000"],
+                "first_clip_frames": ["0", "1000000"]}
+
+
+def test_out_of_range_and_unknown_fields_answer_400(server, media):
+    from emo.serve.uploads import FORM_FIELDS
+
+    assert set(OUT_OF_RANGE) == {*FORM_FIELDS, "seed"}  # every setting a form may carry
+    for field, values in OUT_OF_RANGE.items():
+        for value in values:
+            r = server.submit(PORTRAIT, media / "short.wav", **{**SMALL, field: value})
+            assert r.status_code == 400, (field, value, r.text)
+            assert "must be" in r.json()["error"], (field, value, r.text)
+    r = server.submit(PORTRAIT, media / "short.wav", stpes="1", **SMALL)
+    assert r.status_code == 400 and "unknown form field 'stpes'" in r.json()["error"], r.text
+
+
+def test_every_error_is_json_with_an_error_field(server):
+    """Unknown routes, wrong methods and what the multipart parser refuses answer as the API does."""
+    bad_part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n"  # no Content-Disposition
+    multipart = requests.post(server.url + "/v1/renders", data=bad_part, timeout=10,
+                              headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"})
+    for r, status in ((server.get("/no/such/route"), 404), (requests.put(server.url + "/healthz", timeout=10), 405),
+                      (multipart, 400)):
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+    wrong = requests.get(server.url + "/metrics", headers={"Authorization": "Bearer t\u00e9st".encode()}, timeout=10)
+    assert wrong.status_code == 401 and set(wrong.json()) == {"error"}
+
+
+def test_a_stalled_upload_is_answered_408(server):
+    head = (f"POST /v1/renders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head.encode())
+        start, answer = time.monotonic(), b""
+        while chunk := s.recv(4096):  # the server answers, then closes the connection
+            answer += chunk
+        waited = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"error"' in answer and IDLE_TIMEOUT_S <= waited < IDLE_TIMEOUT_S + 10, waited
+    assert server.get("/healthz").status_code == 200
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def _listening(root_pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket listening in the process tree of root_pid (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(p))
+    pids, inodes = [root_pid], set()
+    for pid in pids:
+        pids += children.get(pid, [])
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                address, port = cols[1].split(":")
+                words = [bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8)]
+                found.append((str(ipaddress.ip_address(b"".join(words))), int(port, 16)))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_the_server_and_its_ray_listen_on_loopback_only(server):
+    """Ray's own ports (GCS, raylet, workers, agents) as well as the HTTP port: none on 0.0.0.0 or ::."""
+    found = _listening(server.proc.pid)
+    assert ("127.0.0.1", server.port) in found and len(found) > 3, found
+    assert [(a, p) for a, p in found if not _loopback(a)] == [], found
 
 
 def _chromium():
@@ -415,10 +597,27 @@ def test_finished_results_expire_after_the_ttl(tmp_path):
     (["--demo", "--replicas", "0"], "--replicas must be >= 1"),
     (["--models", "no/such/dir"], "--models directory not found"),
     ([], "give --models DIR, --engine-dir DIR or --demo"),
+    (["--demo", "--host", "0.0.0.0"], "--host 0.0.0.0 is reachable from other machines: give --token"),
+    (["--demo", "--host", "192.0.2.1"], "give --token"),
+    (["--demo", "--token", "p\u00e4ssw\u00f6rter"], "--token (or $EMO_SERVE_TOKEN) must be printable ASCII"),
+    (["--demo", "--token", "two words"], "must be printable ASCII without spaces"),
+    (["--demo", "--max-output-gigapixels", "0"], "--max-output-gigapixels must be > 0"),
+    (["--demo", "--upload-idle-timeout", "nan"], "--upload-idle-timeout must be > 0"),
 ])
-def test_bad_server_options_exit_2_before_starting_ray(args, match, capsys):
+def test_bad_server_options_exit_2_before_starting_ray(args, match, capsys, monkeypatch):
     from emo.cli.serve import main
 
+    monkeypatch.delenv("EMO_SERVE_TOKEN", raising=False)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("emo-serve: error:") and match in err[0], err
+
+
+@pytest.mark.parametrize("args", [["--host", "0.0.0.0", "--token", "s3cret"], ["--host", "::1"],
+                                  ["--host", "localhost"], ["--host", "0.0.0.0", "--allow-unauthenticated"]])
+def test_exposed_or_loopback_servers_that_may_start(args, monkeypatch):
+    from emo.cli.serve import _config, _parser
+
+    monkeypatch.delenv("EMO_SERVE_TOKEN", raising=False)
+    config = _config(_parser().parse_args(["--demo", *args]), 0, 2)
+    assert config.token == ("s3cret" if "--token" in args else None)

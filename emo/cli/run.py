@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from importlib import resources
+from pathlib import Path
 
-from ..config import PRESETS, RunConfig, RunOptions
+from ..config import PRESETS, SAMPLERS, SPEEDS, RunConfig, RunOptions, parse_interval
 from ..errors import InputError
 from ..runtime.factory import BACKENDS, RendererSpec, build_renderer
-from ..runtime.renderer import check_outputs
+from ..runtime.renderer import check_backend_runs, check_outputs
 from ..validation import DEFAULT_SEED, check_seed
 from .common import run_main
 from .progress import ProgressLine
@@ -25,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "the built-in portrait and voice unless IMAGE and AUDIO are given")
     add_run_options(p)
     p.add_argument("--frames-out", metavar="PATH.npy", help="also save the raw float frames (f, H, W, 3)")
+    p.add_argument("--stats", metavar="FILE.json",
+                   help="write what the render did: frames, seconds, time to first frame, UNet frame-evaluations "
+                        "(in total and per frame), the settings, backend and device")
     p.add_argument("--quiet", action="store_true", help="no progress or summary")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
@@ -61,13 +67,33 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         a, b = getattr(d, name), getattr(demo, name)
         return f"(default {a}{'' if a == b else f'; demo {b}'})"
 
+    p.add_argument("--speed", choices=list(SPEEDS),
+                   help="a speed preset: quality is Hallo's settings (40 guided DDIM steps); balanced, fast and "
+                        "realtime cost fewer UNet evaluations a frame (docs/performance.md has each one's measured "
+                        "fidelity); the options below override a preset's settings (default: the model's preset)")
     p.add_argument("--steps", type=int, help=f"denoising steps {default('steps')}")
     p.add_argument("--guidance-scale", type=float, help=f"classifier-free guidance scale {default('guidance_scale')}")
     p.add_argument("--fps", type=int, help=f"frames per second {default('fps')}")
     p.add_argument("--size", type=int, help=f"output side in pixels, a multiple of 64 {default('size')}")
     p.add_argument("--frames-per-clip", type=int, help=f"frames a clip {default('frames')}")
     p.add_argument("--motion-frames", type=int, help=f"motion frames {default('motion_frames')}")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help="ddim (Hallo's, default) or dpm++ (DPM-Solver++ 2M)")
+    p.add_argument("--guidance-interval", metavar="START:END", type=_interval,
+                   help="guide only the steps in this part of the schedule (fractions, e.g. 0:0.5); the others run "
+                        "the conditional half alone, at half the cost (default 0:1, every step)")
+    p.add_argument("--cache-interval", type=int,
+                   help="run the full UNet every N steps and only its outer level between, reusing the deep "
+                        "features (DeepCache; torch and torch-fast backends; default 1: off)")
+    p.add_argument("--first-clip-frames", type=int,
+                   help="a shorter first clip, so that the first frames come out sooner (default: frames per clip)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"initial noise (default {DEFAULT_SEED})")
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        return parse_interval(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def renderer_spec(args: argparse.Namespace) -> RendererSpec:
@@ -79,8 +105,10 @@ def renderer_spec(args: argparse.Namespace) -> RendererSpec:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """add_run_options' arguments -> overrides of the model's preset settings."""
-    return RunOptions(steps=args.steps, guidance_scale=args.guidance_scale, fps=args.fps, size=args.size,
-                      frames=args.frames_per_clip, motion_frames=args.motion_frames)
+    return RunOptions(speed=args.speed, steps=args.steps, guidance_scale=args.guidance_scale, fps=args.fps,
+                      size=args.size, frames=args.frames_per_clip, motion_frames=args.motion_frames,
+                      sampler=args.sampler, guidance_interval=args.guidance_interval,
+                      cache_interval=args.cache_interval, first_clip_frames=args.first_clip_frames)
 
 
 def _settings(args: argparse.Namespace, spec: RendererSpec) -> tuple[RunConfig, str, str]:
@@ -96,7 +124,9 @@ def _settings(args: argparse.Namespace, spec: RendererSpec) -> tuple[RunConfig, 
             raise InputError("IMAGE and AUDIO are required (or use --demo)")
         assets = resources.files("emo") / "assets"
         image, audio = str(assets / "portrait.jpg"), str(assets / "speech.wav")
-    check_outputs(args.output, args.frames_out, image, audio, names=("-o", "--frames-out"))
+    check_outputs(args.output, args.frames_out, image, audio, names=("-o", "--frames-out", "--stats"),
+                  stats=args.stats)
+    check_backend_runs(spec.resolved_backend(), run)
     return run, image, audio
 
 
@@ -117,8 +147,26 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{PROG}: note: {result.faces_found} faces found, used the largest "
                   f"(box {x0},{y0} to {x1},{y1} in the image)", file=sys.stderr)
         print(f"{PROG}: wrote {result.path} ({result.frames} frames, {result.frames / run.fps:.2f}s) "
-              f"in {result.seconds:.1f}s")
+              f"in {result.seconds:.1f}s, {result.unet_evaluations_per_frame:.1f} UNet evaluations a frame")
+    if args.stats:
+        write_stats(args.stats, result, run, args.speed, renderer)
     return 0
+
+
+def write_stats(path: str, result, run: RunConfig, speed: str | None, renderer) -> None:
+    """What the render did, as JSON, written whole (a temporary name, then renamed)."""
+    be = renderer.backend
+    stats = {"frames": result.frames, "seconds": round(result.seconds, 3),
+             "frames_per_second": round(result.frames / result.seconds, 3) if result.seconds else None,
+             "first_frame_seconds": round(result.first_frame_seconds, 3),
+             "unet_frame_evaluations": round(result.unet_evaluations, 3),
+             "unet_frame_evaluations_per_frame": round(result.unet_evaluations_per_frame, 3),
+             "settings": {"speed": speed, **dataclasses.asdict(run)},
+             "backend": be.name, "device": str(be.device), "precision": be.precision, "model": renderer.cfg.name}
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.partial")
+    tmp.write_text(json.dumps(stats, indent=1) + "\n")
+    tmp.replace(target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import SchedulerConfig
-from ..sampling.ddim import DDIM
+from ..sampling.schedule import alphas_cumprod
 
 SNR_GAMMA = 5.0
 NOISE_OFFSET = 0.05
@@ -15,7 +15,7 @@ class Objective:
     def __init__(self, cfg: SchedulerConfig):
         if cfg.prediction_type != "v_prediction":
             raise ValueError("the demo model is trained for v-prediction, as Hallo is")
-        self.alphas_cumprod = DDIM(cfg, 1).alphas_cumprod.double()  # the sampler's own schedule
+        self.alphas_cumprod = alphas_cumprod(cfg).double()  # the samplers' own schedule
         self.steps = cfg.num_train_timesteps
 
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -68,7 +68,8 @@ class MotionGraph(nn.Module):
 
 
 class DenoiserGraph(nn.Module):
-    """One guided denoising step: CFG-batched latents (2, 4, f, h, w) -> uncond + s · (cond − uncond).
+    """One denoising step: CFG-batched latents (halves, 4, f, h, w) -> uncond + s · (cond − uncond); with one half
+    (the cond half, for a conditional-only step) the same formula gives the cond prediction (`combine`).
 
     Returning the guided prediction (not both halves) halves the output traffic and keeps the whole step but the
     sampler's update inside the graph; the sampler is the same host code for every backend. The reference K/V come in

@@ -59,12 +59,13 @@ def _runner(path: Path, providers: list[str]):
 
 
 def operating_points(manifest) -> dict[str, dict[str, int]]:
-    """The trace point (small) and a second point with other frames, motion frames and size than the trace."""
+    """The trace point (small) and a second point with other frames, motion frames and size than the trace, and
+    one batch row (the denoiser's conditional-only step, a single imageproj row)."""
     cfg, r = manifest.model(), manifest.shape_ranges()
     trace = trace_values(cfg, r)
     size = min(trace["pix"] + size_unit(cfg), r.size[2])
     other = dim_values(cfg, r, min(trace["frames"] + 2, r.frames[2]), min(trace["motion"] + 1, r.motion_frames[2]),
-                       size, 1.3, min(trace["images"] + 1, max(r.frames[2], 1)))
+                       size, 1.3, min(trace["images"] + 1, max(r.frames[2], 1)), batch=1)
     return {"trace": trace, "other": other}
 
 

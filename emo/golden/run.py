@@ -15,7 +15,7 @@ from ..models.hallo import HalloNet
 from ..models.vae import VAE
 from ..sampling.eager_clip import denoise
 from ..sampling.latents import decode_frames
-from ..sampling.torch_model import both_halves, prepare_clip, prepare_video
+from ..sampling.torch_model import denoise_halves, prepare_clip, prepare_video
 from .recipe import RECIPE, fingerprint, recipe_weights
 
 
@@ -57,9 +57,10 @@ def run_case(net: HalloNet, vae: VAE, cfg: ModelConfig, run: RunConfig,
         video = prepare_video(net, vae, cfg, ref_image[0], t["in.face_emb"][0], t["in.face_region"][0], masks,
                               run.motion_frames)
         clip = prepare_clip(net, vae, cfg, video, ref_image[1:], audio_tokens[0])
-        step0 = both_halves(net.denoising_unet, clip, t["out.step0_model_input"], t["out.step0_timestep"][0].long(),
-                            torch.tensor(run.motion_scale, device=clip.audio_tokens.device,
-                                         dtype=clip.audio_tokens.dtype))
+        step0 = denoise_halves(net.denoising_unet, clip, t["out.step0_model_input"],
+                               t["out.step0_timestep"][0].long(),
+                               torch.tensor(run.motion_scale, device=clip.audio_tokens.device,
+                                            dtype=clip.audio_tokens.dtype))[0]
         latents = denoise(net, cfg, run, clip, t["out.init_latents"])
         frames = decode_frames(vae, latents, cfg.vae.scaling_factor)
     return {"audio_tokens": audio_tokens, "step0_model_output": step0, "final_latents": latents,

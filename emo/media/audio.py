@@ -10,6 +10,14 @@ from ..errors import InputError
 SILENCE_PEAK = 1e-4  # peak amplitude under which a track is treated as silent
 
 
+class AudioTooLong(InputError):
+    """A track longer than the caller's max_seconds, found by counting decoded samples (decoding stops there)."""
+
+    def __init__(self, path: Path, max_seconds: float):
+        super().__init__(f"audio {path} is longer than {max_seconds:g} s")
+        self.max_seconds = max_seconds
+
+
 def _open(path: Path):
     import av
 
@@ -25,18 +33,24 @@ def _open(path: Path):
     return container
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000, channels: int = 1) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = 16000, channels: int = 1,
+               max_seconds: float | None = None) -> np.ndarray:
     """Decode, mix to `channels` (1: mono, 2: stereo) and resample to `sample_rate` -> float32 samples, (n,) for
-    mono, (channels, n) otherwise; refuses unusable tracks."""
+    mono, (channels, n) otherwise; refuses unusable tracks. max_seconds: raise AudioTooLong as soon as the decoded
+    samples pass it (counted, not taken from the container's header, which may lie), before decoding the rest."""
     import av
 
     path = Path(path)
     container = _open(path)
     resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
     chunks: list[np.ndarray] = []
+    seconds = 0.0
     try:
         with container:
             for frame in container.decode(audio=0):
+                seconds += frame.samples / (frame.sample_rate or sample_rate)
+                if max_seconds is not None and seconds > max_seconds:
+                    raise AudioTooLong(path, max_seconds)
                 raw = frame.to_ndarray()
                 if raw.dtype.kind == "f" and not np.isfinite(raw).all():
                     raise InputError(f"audio {path} contains NaN or infinite samples")

@@ -13,21 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .aac import aac_track
 from .outputs import OutputWriter, atomic_output, output_target
-
-# The sampling rates of MPEG-4 audio (AAC); used when the encoder does not list its own.
-AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-
-
-def aac_rate(rate: int | None) -> int:
-    """The rate the AAC track is written at: the source's when AAC has it, else the next higher one (the highest,
-    96 kHz, above that): 44.1 / 48 kHz stay as they are, 12,345 Hz becomes 16 kHz, 192 kHz becomes 96 kHz."""
-    import av
-
-    rates = sorted(av.Codec("aac", "w").audio_rates or AAC_RATES)
-    if not rate:
-        return 48000
-    return next((r for r in rates if r >= rate), rates[-1])
 
 
 class Mp4Writer(OutputWriter):
@@ -61,8 +48,6 @@ class Mp4Writer(OutputWriter):
             self._container.close()  # writes the index (moov): the file is complete only after this
 
     def _add_streams(self) -> None:
-        import av
-
         v = self._container.add_stream("libx264", rate=self.fps)
         v.width = v.height = self.size
         v.pix_fmt = "yuv420p"
@@ -70,10 +55,8 @@ class Mp4Writer(OutputWriter):
         self._video = v
         self._audio = None
         if self.audio_source is not None:  # every stream must exist before the header is written
-            with av.open(str(self.audio_source)) as src:
-                a = src.streams.audio[0]
-                self._audio_rate = aac_rate(a.rate)
-                self._audio_layout = "mono" if a.channels == 1 else "stereo"
+            track = aac_track(self.audio_source)
+            self._audio_rate, self._audio_layout = track.rate, track.layout
             self._audio = self._container.add_stream("aac", rate=self._audio_rate, layout=self._audio_layout)
 
     def write(self, frames: np.ndarray) -> None:

@@ -62,7 +62,7 @@ class DenoisingUNet(nn.Module):
 
     def forward(
         self,
-        sample: torch.Tensor,  # (b, 4, f, h, w) noisy latents, b = [uncond, cond]
+        sample: torch.Tensor,  # (b, 4, f, h, w) noisy latents, b = [uncond, cond] or [cond]
         timestep: torch.Tensor,  # () or (b,) or (1,)
         image_tokens: torch.Tensor,  # (b, t_img, c_ctx)
         audio_tokens: torch.Tensor,  # (b, f, t_audio, c_audio)
@@ -74,32 +74,47 @@ class DenoisingUNet(nn.Module):
         motion_scale: torch.Tensor,  # (3,) full / face / lip weights (applied in the mid block, as the reference)
     ) -> torch.Tensor:
         """-> model output (b, 4, f, h, w)."""
+        return self.forward_cached(sample, timestep, image_tokens, audio_tokens, face_feature, masks, ref_kv,
+                                   ref_index, motion_feats, motion_scale)[0]
+
+    def forward_cached(self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor,
+                       audio_tokens: torch.Tensor, face_feature: torch.Tensor, masks: list[torch.Tensor],
+                       ref_kv: list[RefKV], ref_index: torch.Tensor, motion_feats: torch.Tensor,
+                       motion_scale: torch.Tensor, levels: int = 0, deep: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """forward's inputs -> (model output, deep features). levels = 0: the plain UNet (no features kept).
+        levels > 0 and deep None: the full UNet, keeping the input of its last `levels` up blocks ((b f, c, h, w),
+        the deep features); levels > 0 with `deep`: only the outer `levels` levels run, `deep` (from a full step,
+        of b or more halves: the last b·f rows are read) standing in for everything inside them."""
         b, _, f, hh, ww = sample.shape
-        transformers = len(self.spatial_transformers())
-        if len(ref_kv) != transformers:
-            raise ValueError(f"the denoiser has {transformers} self-attention layers but got {len(ref_kv)} "
+        transformers = self.spatial_transformers()
+        if len(ref_kv) != len(transformers):
+            raise ValueError(f"the denoiser has {len(transformers)} self-attention layers but got {len(ref_kv)} "
                              "reference K/V pairs")
+        kv_of = {id(t): pair for t, pair in zip(transformers, ref_kv, strict=True)}
         x = sample.transpose(1, 2).reshape(b * f, -1, hh, ww)  # b c f h w -> (b f) c h w
         temb = self.time_embedding(timestep.reshape(-1).expand(b), x.dtype).repeat_interleave(f, dim=0)
         context = image_tokens.repeat_interleave(f, dim=0)  # b t c -> (b f) t c
         audio = audio_tokens.reshape(b * f, *audio_tokens.shape[2:])  # b f t c -> (b f) t c
         x = self.conv_in(x)
         x = (x.view(b, f, *x.shape[1:]) + face_feature[:, None]).view(b * f, *x.shape[1:])
-        kv = iter(ref_kv)
 
         def layer(block: Block3D, j: int, x: torch.Tensor) -> torch.Tensor:
             mid = block.spec.kind == "mid"
             if block.spec.attention:
-                x, _ = block.attentions[j](x, context, ReferenceKV(*next(kv), ref_index))
+                x, _ = block.attentions[j](x, context, ReferenceKV(*kv_of[id(block.attentions[j])], ref_index))
                 x = block.audio_modules[j](x, audio, masks[block.spec.depth], motion_scale if mid else None)
             if hasattr(block, "motion_modules"):
                 x = (self._motion_with_frames(block.motion_modules[j], x, motion_feats, b, f) if mid
                      else block.motion_modules[j](x, f))
             return x
 
-        x = walk_unet(self, x, temb, layer)
+        if deep is not None:
+            deep = deep[deep.shape[0] - b * f:]  # (b' f) c h w -> the last b halves' rows
+        x, kept = walk_unet(self, x, temb, layer, levels=levels, deep=deep) if levels else (
+            walk_unet(self, x, temb, layer), None)
         x = self.conv_out(group_norm_silu(x, self.conv_norm_out))
-        return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b f) c h w -> b c f h w
+        return x.view(b, f, *x.shape[1:]).transpose(1, 2), kept  # (b f) c h w -> b c f h w
 
     @staticmethod
     def _motion_with_frames(module: MotionModule, x: torch.Tensor, motion_feats: torch.Tensor, b: int, f: int

@@ -237,19 +237,27 @@ class AudioEncoder(nn.Module):
         return cls.from_state_dict(cfg, read_weights(weights), f"wav2vec2 weights {weights}")
 
 
+def padded_frame_count(frames: int, clip_length: int, first_clip: int = 0) -> int:
+    """Frames the audio features cover: `frames` rounded up to whole clips of clip_length (when > 0), after a
+    first clip of `first_clip` frames when that is given (a shorter first clip)."""
+    if clip_length <= 0:
+        return frames
+    if first_clip:
+        return first_clip + -(-max(frames - first_clip, 0) // clip_length) * clip_length
+    return -(-frames // clip_length) * clip_length
+
+
 def compute_audio_features(encoder: Callable[[torch.Tensor, int], torch.Tensor],
                            waveform_16k: np.ndarray | torch.Tensor, fps: int, clip_length: int,
-                           sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
+                           sample_rate: int = 16000, first_clip: int = 0) -> tuple[torch.Tensor, int]:
     """Mono waveform -> (features (padded_frames, layers, hidden), frames covering the audio).
 
-    padded_frames rounds the frame count up to a multiple of clip_length (when > 0); the waveform is padded with
+    padded_frames rounds the frame count up to whole clips (`padded_frame_count`); the waveform is padded with
     zeros after normalisation by the matching number of samples, as the reference does.
     """
     x = normalize_waveform(waveform_16k)
     frames = frame_count(x.shape[0], sample_rate, fps)
-    padded = frames
-    if clip_length > 0 and frames % clip_length:
-        extra = clip_length - frames % clip_length
-        x = F.pad(x, (0, extra * (sample_rate // fps)))
-        padded += extra
+    padded = padded_frame_count(frames, clip_length, first_clip)
+    if padded > frames:
+        x = F.pad(x, (0, (padded - frames) * (sample_rate // fps)))
     return encoder(x, padded), frames

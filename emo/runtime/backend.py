@@ -10,6 +10,10 @@ by rate:
                    decode_split(latents, tail)               -> (tail frames now, all frames later)
   once per step    step(clip, StepInputs, StepPlan)          -> noise_pred (1, 4, f, h, w)
 
+A step's plan says whether both CFG halves run (the inputs' sample then has batch 2) or the cond half alone
+(batch 1), and whether deep features are stored or reused (DeepCache: a backend keeps the features of the last
+"store" step for the "reuse" steps after it; every clip's first step stores).
+
 The conditioning and step inputs (`emo.sampling.conditioning`) carry the denoiser IO spec's names: `feed()` gives
 IO-spec name -> tensor, so a graph backend (onnxruntime, TensorRT) binds them by name and a torch backend reads
 their fields; their CFG halves are assembled for every backend by `emo.sampling.guidance`. A backend may keep them
@@ -30,8 +34,8 @@ from ..manifest import Manifest
 from ..preprocess.portrait import Portrait
 from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
 from ..sampling.latents import decode_frames
-from ..sampling.step_plan import StepPlan, refuse_unless_guided
-from ..sampling.torch_model import guided_step, prepare_clip, prepare_video
+from ..sampling.step_plan import StepPlan
+from ..sampling.torch_model import planned_step, prepare_clip, prepare_video
 
 DecodedClip = tuple[torch.Tensor, Callable[[], torch.Tensor]]
 """(the last `tail` frames (tail, 3, H, W) in [0, 1] on the backend's device, needed at once as the next clip's
@@ -153,14 +157,12 @@ class TorchBackend:
         tokens = self.models.net.audioproj(windows[None].to(self.device, self.dtype))[0]
         return prepare_clip(self.models.net, self.models.vae, self.cfg, video, motion_pixels, tokens)
 
-    def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
-        refuse_unless_guided(plan, self.name)
-        return self._guided_step(clip, inputs)
+    _deep: torch.Tensor | None = None  # the deep features of the last "store" step
 
     @torch.no_grad()
-    def _guided_step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        """Both CFG halves through the full UNet, combined."""
-        return guided_step(self.models.net.denoising_unet, clip, inputs)
+    def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
+        out, self._deep = planned_step(self.models.net.denoising_unet, clip, inputs, plan, self._deep)
+        return out
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ from ..preprocess.portrait import Portrait
 from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
 from ..sampling.guidance import clip_conditioning, video_conditioning
 from ..sampling.latents import decode_in_chunks
-from ..sampling.step_plan import StepPlan, refuse_unless_guided
+from ..sampling.step_plan import StepPlan, refuse_cache
+from ..sampling.torch_model import check_halves
 from .backend import DecodedClip, decoded_now
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -103,12 +104,14 @@ class GraphBackend(ABC):
         return clip_conditioning(self, self.cfg, video, motion_pixels, tokens).converted(self.as_denoiser_input)
 
     def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
-        refuse_unless_guided(plan, self.name)
-        return self._guided_step(clip, inputs)
+        refuse_cache(plan, self.name)
+        check_halves(inputs, plan)
+        return self._guided_step(clip.halves(plan.halves), inputs)
 
     @torch.no_grad()
     def _guided_step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        """The denoiser graph: both CFG halves through the full UNet, combined."""
+        """The denoiser graph: both CFG halves through the full UNet, combined (or the cond half alone, with a
+        batch of 1: the graph's halves dimension)."""
         return self.call("denoiser", clip.feed() | inputs.feed())["noise_pred"].to(self.dtype)
 
     @torch.no_grad()

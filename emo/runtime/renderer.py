@@ -28,17 +28,17 @@ from ..media.audio import load_audio
 from ..media.mp4 import Mp4Writer
 from ..media.npy import NpyWriter
 from ..media.outputs import output_target, refuse_overlaps
-from ..preprocess.audio_features import FrameWindows, compute_audio_features
+from ..preprocess.audio_features import FrameWindows, compute_audio_features, padded_frame_count
 from ..preprocess.face import HaarFaceDetector
 from ..preprocess.face_models import FaceModels, load_face_models
 from ..preprocess.image import load_image
 from ..preprocess.portrait import Portrait, prepare_portrait
 from ..preprocess.vocals import VocalSeparator
 from ..sampling.conditioning import ClipConditioning, StepSchedule
-from ..sampling.ddim import DDIM
+from ..sampling.cost import run_evaluations
 from ..sampling.loop import sample
-from ..sampling.sampler import Sampler
-from ..sampling.step_plan import StepPlan
+from ..sampling.sampler import Sampler, make_sampler
+from ..sampling.step_plan import StepPlan, plans
 from ..validation import check_face_expand_ratio, check_seed
 from .backend import Backend
 
@@ -73,7 +73,17 @@ class RenderResult:
     seconds: float
     faces_found: int
     face_box: tuple[float, float, float, float]  # the face used, in the image's pixels (x0, y0, x1, y1)
+    first_frame_seconds: float  # from the call to the first frames leaving the renderer
+    unet_evaluations: float  # UNet frame-evaluations of the whole render (emo.sampling.cost)
 
+    @property
+    def unet_evaluations_per_frame(self) -> float:
+        return self.unet_evaluations / max(self.frames, 1)
+
+
+Interrupt = Callable[[str], None]
+"""Called with a stage name before each unit of work of a render (the stages of `StageTimer`); raising from it
+stops the render there, the model's turn released (a server's cancellation: `emo.serve.worker`)."""
 
 StageTimer = Callable[[str], ContextManager[None]]
 """A stage name -> a context manager around that stage's work: "reference" (prepare_video), "clip"
@@ -85,16 +95,33 @@ def _untimed(stage: str) -> ContextManager[None]:
     return nullcontext()
 
 
-def _clip_count(prepared: Prepared, run: RunConfig) -> int:
-    """Clips to render; refuses a Prepared made for other settings than `run` (clip length, frame size)."""
+def _checked(timer: StageTimer, interrupt: Interrupt | None) -> StageTimer:
+    """`timer` with `interrupt(stage)` called before each stage begins."""
+    if interrupt is None:
+        return timer
+
+    def stage(name: str) -> ContextManager[None]:
+        interrupt(name)
+        return timer(name)
+
+    return stage
+
+
+def clip_spans(prepared: Prepared, run: RunConfig) -> list[tuple[int, int]]:
+    """The frames [start, stop) of each clip to render: a first clip of run.first_clip_frames when set, then
+    clips of run.frames. Refuses a Prepared made for other settings than `run` (clip lengths, frame size)."""
     rows, size = prepared.windows.shape[0], prepared.portrait.pixels.shape[-1]
     if size != run.size:
         raise InputError(f"the inputs were prepared at {size}x{size} pixels, the run renders {run.size}x{run.size}; "
                          "prepare them with the same settings")
-    if rows % run.frames or rows < prepared.frames:
+    first = run.first_clip_frames or 0
+    if rows != padded_frame_count(prepared.frames, run.frames, first):
         raise InputError(f"the inputs hold {rows} frames of audio features for {prepared.frames} video frames, "
-                         f"which is not whole clips of {run.frames}; prepare them with the same settings")
-    return rows // run.frames
+                         f"which is not whole clips of {run.frames}"
+                         + (f" after a first clip of {first}" if first else "")
+                         + "; prepare them with the same settings")
+    starts = ([0] if first else []) + list(range(first, rows, run.frames))
+    return [(a, b) for a, b in zip(starts, [*starts[1:], rows], strict=True)]
 
 
 def _deliver(timer: StageTimer, frames_of: Callable[[], torch.Tensor], keep: int) -> Iterator[np.ndarray]:
@@ -225,31 +252,45 @@ class Renderer:
             preprocessing["crop_scale"] = kw.pop("crop_scale")
         return cls.build(RendererSpec(**spec, **kw), models, **preprocessing)
 
+    def settings(self, **options) -> RunConfig:
+        """The settings of this model's preset with RunOptions applied and checked, e.g. settings(speed="fast")
+        or settings(steps=20, sampler="dpm++")."""
+        from ..config import PRESETS, RunOptions
+
+        base = PRESETS.get(self.cfg.name, PRESETS["hallo-sd15"]).run
+        return RunOptions(**options).apply(base, self.cfg)
+
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
+        check_backend_runs(self.backend.name, run)
         portrait, samples = decode_inputs(image, audio, run, self.cfg, self.detector, self.embedder,
                                           self.vocal_separator, self.face_expand_ratio, self.crop_scale)
         with self._model_turn(reentrant=True):
             feats, frames = compute_audio_features(self.backend.audio_features, samples, run.fps, run.frames,
-                                                   run.sample_rate)
+                                                   run.sample_rate, run.first_clip_frames or 0)
         return Prepared(portrait, FrameWindows(feats.float().cpu()), frames, Path(audio))
 
     def stream(self, prepared: Prepared, run: RunConfig, seed: int = 0,
-               progress: Callable[[Progress], None] | None = None) -> Iterator[np.ndarray]:
+               progress: Callable[[Progress], None] | None = None, interrupt: Interrupt | None = None
+               ) -> Iterator[np.ndarray]:
         """Yield each clip's frames as float32 (k, H, W, 3) in [0, 1], trimmed to the audio's length.
 
         With a pipelined backend (torch-fast on CUDA) a clip is yielded once the next clip's denoising has been
         queued on the GPU: its decode, the copy to the host and whatever the caller does with the frames (encoding)
         overlap that denoising, at the cost of one clip of latency.
 
+        interrupt(stage) is called before each unit of work (reference, each clip's conditioning, each step, each
+        decode, each delivered clip); what it raises ends the stream there.
+
         This is the one clip loop: emo-run, the Python API and emo-bench (through `timer`) all run it."""
         be, cfg = self.backend, self.cfg
-        f, n = run.frames, run.motion_frames
-        clips = _clip_count(prepared, run)
+        n = run.motion_frames
+        spans = clip_spans(prepared, run)
         latent = Geometry.of(cfg, run.size).latent
-        timer = self.timer or _untimed
+        timer = _checked(self.timer or _untimed, interrupt)
         gen = torch.Generator().manual_seed(seed)
-        sampler: Sampler = DDIM(cfg.scheduler, run.steps)  # one per video; `sample` starts its state per clip
+        sampler: Sampler = make_sampler(cfg.scheduler, run.sampler, run.steps)  # one per video; state per clip
+        step_plans = plans(run)
         start, done = time.perf_counter(), 0
         with self._model_turn():
             with timer("reference"):
@@ -257,26 +298,26 @@ class Renderer:
             steps = StepSchedule(sampler.timesteps, run, be.device, be.dtype)
             motion = prepared.portrait.pixels.to(be.device, be.dtype).expand(n, -1, -1, -1)
             pending = None  # a pipelined backend's previous clip: (its frames when decoded, frames to keep)
-            for c in range(clips):
+            for c, (a, b) in enumerate(spans):
                 with timer("clip"):
-                    clip = be.prepare_clip(video, motion, prepared.windows[c * f:(c + 1) * f])
-                noise = torch.randn((1, cfg.vae.latent_channels, f, latent, latent), generator=gen)
+                    clip = be.prepare_clip(video, motion, prepared.windows[a:b])
+                noise = torch.randn((1, cfg.vae.latent_channels, b - a, latent, latent), generator=gen)
 
                 def predict(x: torch.Tensor, i: int, plan: StepPlan, clip: ClipConditioning = clip) -> torch.Tensor:
                     with timer("step"):
-                        return be.step(clip, steps.inputs(x, i), plan)
+                        return be.step(clip, steps.inputs(x, i, plan.halves), plan)
 
                 def on_step(i: int, c: int = c, done: int = done) -> None:
                     if progress is not None:
-                        progress(Progress(c, clips, i + 1, run.steps, done, prepared.frames,
+                        progress(Progress(c, len(spans), i + 1, run.steps, done, prepared.frames,
                                           time.perf_counter() - start))
 
-                latents = sample(predict, sampler, noise.to(be.device, be.dtype), on_step)
+                latents = sample(predict, sampler, noise.to(be.device, be.dtype), on_step, step_plans)
                 with timer("decode"):
                     tail, frames_of = be.decode_split(latents, n)
                 if n:
                     motion = tail.to(be.device, be.dtype) * 2 - 1
-                keep = min(f, prepared.frames - done)
+                keep = min(b - a, prepared.frames - done)
                 done += keep
                 if pending is not None:  # the previous clip, decoded while this one was denoised
                     yield from _deliver(timer, *pending)
@@ -288,36 +329,48 @@ class Renderer:
                 yield from _deliver(timer, *pending)
 
     def render(self, image: str | Path, audio: str | Path, output: str | Path, run: RunConfig, seed: int = 0,
-               frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None
-               ) -> RenderResult:
+               frames_out: str | Path | None = None, progress: Callable[[Progress], None] | None = None,
+               interrupt: Interrupt | None = None) -> RenderResult:
         """Render to an MP4 (H.264 + the original audio as AAC); optionally also the raw frames as .npy.
 
         Outputs are checked before any work (see `check_outputs`); the encoder is opened before the first step;
         each file appears under its name only when complete."""
+        called = time.perf_counter()
         check_seed(seed)
         check_outputs(output, frames_out, image, audio)
         prepared = self.prepare(image, audio, run)
-        start = time.perf_counter()
+        start, first = time.perf_counter(), None
         written = 0
         with ExitStack() as outputs:  # entered in this order, finished in reverse: the video first
             raw = (outputs.enter_context(NpyWriter(frames_out, (prepared.frames, run.size, run.size, 3)))
                    if frames_out is not None else None)
             writer = outputs.enter_context(Mp4Writer(output, run.fps, run.size, prepared.audio_path))
-            for frames in self.stream(prepared, run, seed, progress):
+            for frames in self.stream(prepared, run, seed, progress, interrupt):
+                first = time.perf_counter() - called if first is None else first
                 writer.write(np.round(frames * 255).astype(np.uint8))
                 if raw is not None:
                     raw.write(frames)
                 written += len(frames)
         p = prepared.portrait
-        return RenderResult(Path(output), written, time.perf_counter() - start, p.faces_found, p.source_box)
+        evaluations = run_evaluations(self.cfg, run, [b - a for a, b in clip_spans(prepared, run)])
+        return RenderResult(Path(output), written, time.perf_counter() - start, p.faces_found, p.source_box,
+                            first, evaluations)
+
+
+def check_backend_runs(backend: str, run: RunConfig) -> None:
+    """Refuse, in one line, settings the backend cannot run: deep-feature reuse on the graph backends."""
+    if run.cache_interval > 1 and backend in ("onnxruntime", "tensorrt"):
+        raise InputError(f"a cache interval above 1 needs the torch or torch-fast backend (not {backend})")
 
 
 def check_outputs(output: str | Path, frames_out: str | Path | None, image: str | Path, audio: str | Path,
-                  names: tuple[str, str] = ("output", "frames output")) -> None:
+                  names: tuple[str, ...] = ("output", "frames output", "stats"), stats: str | Path | None = None
+                  ) -> None:
     """Refuse, before any work, an output that is not a regular file or symlink to one, or whose directory is
-    missing or read-only, and any output that is an input or the other output. names: how the outputs are
-    called in messages (the CLI passes its option names)."""
-    outputs = {names[0]: Path(output)} | ({names[1]: Path(frames_out)} if frames_out is not None else {})
+    missing or read-only, and any output that is an input or another output. names: how the outputs (video,
+    frames, stats) are called in messages (the CLI passes its option names)."""
+    given = zip(names, (output, frames_out, stats), strict=False)
+    outputs = {name: Path(path) for name, path in given if path is not None}
     for name, path in outputs.items():
         output_target(path, name)
     refuse_overlaps(outputs, {"image": Path(image), "audio": Path(audio)})

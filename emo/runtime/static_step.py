@@ -41,8 +41,8 @@ def _copy_into(static: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) ->
 
 
 def shape_key(clip: ClipConditioning, inputs: StepInputs) -> tuple:
-    """What a captured step depends on: the sample's shape and dtype (frames, latent size) and the number of
-    motion frames; every other input's shape follows from these."""
+    """What a captured step depends on: the sample's shape and dtype (CFG halves, frames, latent size) and the
+    number of motion frames; every other input's shape follows from these."""
     return tuple(inputs.sample.shape), inputs.sample.dtype, clip.motion_features.shape[1]
 
 
@@ -99,19 +99,20 @@ class StepCache:
         self.captures = 0  # static steps built: one per new shape, none per setting
         self.steps: OrderedDict[tuple, StaticStep] = OrderedDict()  # least recently used first
 
-    def run(self, clip: ClipConditioning, inputs: StepInputs, bind: Callable[[StaticStep], BoundStep]
-            ) -> torch.Tensor:
-        """One guided step on the static buffers of its shape, holding these inputs -> a copy of its output (the
-        next step overwrites the buffer). A new shape's buffers are cloned from the inputs and handed to `bind`."""
-        static = self._get(clip, inputs, bind)
+    def run(self, clip: ClipConditioning, inputs: StepInputs, bind: Callable[[StaticStep], BoundStep],
+            variant: tuple = ()) -> torch.Tensor:
+        """One step on the static buffers of its shape, holding these inputs -> a copy of its output (the next step
+        overwrites the buffer). A new shape's buffers are cloned from the inputs and handed to `bind`. variant:
+        what else tells bound steps of one shape apart (a step plan's cache mode)."""
+        static = self._get(clip, inputs, bind, variant)
         if static.graph is None:
             return static.step.run().clone()
         static.graph.replay()
         return static.out.clone()
 
-    def _get(self, clip: ClipConditioning, inputs: StepInputs, bind: Callable[[StaticStep], BoundStep]
-             ) -> StaticStep:
-        key = shape_key(clip, inputs)
+    def _get(self, clip: ClipConditioning, inputs: StepInputs, bind: Callable[[StaticStep], BoundStep],
+             variant: tuple) -> StaticStep:
+        key = (*shape_key(clip, inputs), *variant)
         static = self.steps.get(key)
         if static is not None:
             self.steps.move_to_end(key)

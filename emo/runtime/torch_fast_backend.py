@@ -22,7 +22,8 @@ from ..checkpoints.model_dir import Models
 from ..kernels import registry
 from ..sampling.conditioning import ClipConditioning, StepInputs
 from ..sampling.latents import decode_frames
-from ..sampling.torch_model import guided_step
+from ..sampling.step_plan import StepPlan
+from ..sampling.torch_model import cached_step, check_halves, guided_step
 from .backend import DecodedClip, TorchBackend, decoded_now
 from .static_step import BoundStep, StaticStep, StepCache
 
@@ -33,7 +34,7 @@ class TorchFastBackend(TorchBackend):
 
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
                  cuda_graphs: bool | None = None, kernels: tuple[str, ...] = (),
-                 overlap_decode: bool | None = None, decode_batch: int | None = None, max_graphs: int = 2,
+                 overlap_decode: bool | None = None, decode_batch: int | None = None, max_graphs: int = 4,
                  channels_last: bool = False):
         super().__init__(models, device, dtype, channels_last)
         on_cuda = self.device.type == "cuda"
@@ -48,6 +49,7 @@ class TorchFastBackend(TorchBackend):
         if self.pipelined and not on_cuda:
             raise ValueError("overlapped decoding needs a CUDA device")
         self._decode_stream = torch.cuda.Stream(self.device) if self.pipelined else None
+        self._deep: dict[tuple, torch.Tensor] = {}  # DeepCache buffers by (frames, latent, dtype, motion frames)
 
     def prepare_video(self, portrait, motion_frames):
         with registry.using(self.kernels):
@@ -91,14 +93,39 @@ class TorchFastBackend(TorchBackend):
         """Static steps built (CUDA graph captures on a GPU): one per new shape, none per setting."""
         return self.step_cache.captures
 
-    def _bind(self, static: StaticStep) -> BoundStep:
-        """The guided step of the modules, reading its inputs from the static buffers."""
+    def _deep_buffer(self, static: StaticStep, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """The deep features of a shape's "store" steps, read by its "reuse" steps: one buffer for both halves
+        ((2 f, c, h, w), a conditional-only step writing and reading the last f rows), so that every captured step
+        of the shape reads and writes the same addresses. Made by the first store (from its features `kept`)."""
+        s = static.inputs.sample  # (halves, 4, f, h, w)
+        key = (tuple(s.shape[2:]), s.dtype, static.clip.motion_features.shape[1])
+        if key not in self._deep:
+            if kept is None:
+                raise ValueError("a step reusing deep features needs a storing step before it in the clip")
+            rows = kept.shape[0] // s.shape[0] * 2
+            self._deep[key] = kept.new_zeros((rows, *kept.shape[1:]))
+        return self._deep[key]
+
+    def _bind(self, static: StaticStep, plan: StepPlan) -> BoundStep:
+        """The step of the modules as `plan` says, reading its inputs from the static buffers (and the shape's
+        deep-feature buffer, for a cached plan)."""
+        denoiser = self.models.net.denoising_unet
+
         def run() -> torch.Tensor:
             with registry.using(self.kernels):
-                return guided_step(self.models.net.denoising_unet, static.clip, static.inputs)
+                if plan.cache == "off":
+                    return guided_step(denoiser, static.clip, static.inputs)
+                if plan.cache == "store":
+                    out, kept = cached_step(denoiser, static.clip, static.inputs, plan.levels, None)
+                    buffer = self._deep_buffer(static, kept)
+                    buffer[buffer.shape[0] - kept.shape[0]:].copy_(kept)
+                    return out
+                return cached_step(denoiser, static.clip, static.inputs, plan.levels, self._deep_buffer(static))[0]
 
         return BoundStep(run)
 
     @torch.no_grad()
-    def _guided_step(self, clip: ClipConditioning, inputs: StepInputs) -> torch.Tensor:
-        return self.step_cache.run(clip, inputs, self._bind)
+    def step(self, clip: ClipConditioning, inputs: StepInputs, plan: StepPlan) -> torch.Tensor:
+        check_halves(inputs, plan)
+        return self.step_cache.run(clip.halves(plan.halves), inputs, lambda static: self._bind(static, plan),
+                                   (plan.cache, plan.levels))

@@ -2,14 +2,18 @@
 
 - VideoConditioning: constant across the clips of a video (tokens, face feature, masks, reference K/V entries);
 - ClipConditioning: constant across the steps of a clip (audio tokens, motion features, reference entry index);
-- StepInputs: one guided denoising step (CFG-batched sample, timestep, guidance scale, motion scale).
+- StepInputs: one denoising step (sample, timestep, guidance scale, motion scale).
+
+The tensors with a CFG-halves batch dimension are [uncond, cond]; a conditional-only step reads their cond half
+(`halves(1)`: views, made once per video and clip, so that a backend keeping static buffers sees the same objects
+on every step).
 
 Every backend consumes these three: the torch backends call the model with their fields, the graph backends feed
 `feed()` (IO-spec name -> tensor) to the exported denoiser, and the export wrapper rebuilds them from its inputs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -27,6 +31,17 @@ class VideoConditioning:
     face_feature: torch.Tensor  # (2, c0, h, w) [zeros, face_locator(face region)]
     masks: list[torch.Tensor]  # mask_k: per level k (3, tok_k) full, face, lip
     ref_kv: list[RefKV]  # ref_k_i, ref_v_i: per self-attention layer i, the two reference entries (2, heads, l, d)
+    _cond: "VideoConditioning | None" = field(default=None, repr=False, compare=False)
+
+    def halves(self, n: int) -> "VideoConditioning":
+        """Both halves (n = 2, itself) or the cond half alone (n = 1: views of the last row, made once)."""
+        if n == 2:
+            return self
+        if n != 1:
+            raise ValueError(f"a step runs 1 or 2 CFG halves (got {n})")
+        if self._cond is None:
+            self._cond = VideoConditioning(self.image_tokens[1:], self.face_feature[1:], self.masks, self.ref_kv)
+        return self._cond
 
     def feed(self) -> dict[str, torch.Tensor]:
         kv = {name: t for i, pair in enumerate(self.ref_kv) for name, t in zip(kv_names(i), pair, strict=True)}
@@ -52,6 +67,17 @@ class ClipConditioning:
     audio_tokens: torch.Tensor  # (2, f, t, c) [zeros, audioproj(window)]
     motion_features: torch.Tensor  # (2, n, c, h_mid, w_mid)
     ref_index: torch.Tensor  # (f,) int64: the reference entry each cond frame reads
+    _cond: "ClipConditioning | None" = field(default=None, repr=False, compare=False)
+
+    def halves(self, n: int) -> "ClipConditioning":
+        """Both halves (n = 2, itself) or the cond half alone (n = 1: views of the last row, made once). The
+        reference entries stay both: the cond rows read them through ref_index."""
+        if n == 2:
+            return self
+        video = self.video.halves(n)
+        if self._cond is None:
+            self._cond = ClipConditioning(video, self.audio_tokens[1:], self.motion_features[1:], self.ref_index)
+        return self._cond
 
     def own_feed(self) -> dict[str, torch.Tensor]:
         """The clip's own inputs (not its video's), by IO-spec name."""
@@ -75,7 +101,7 @@ class ClipConditioning:
 
 @dataclass
 class StepInputs:
-    sample: torch.Tensor  # (2, 4, f, h, w): the latents twice, [uncond, cond] halves
+    sample: torch.Tensor  # (halves, 4, f, h, w): the latents once per CFG half, [uncond, cond] or [cond]
     timestep: torch.Tensor  # (1,) float32
     guidance_scale: torch.Tensor  # (1,)
     motion_scale: torch.Tensor  # (3,) full / face / lip
@@ -95,7 +121,7 @@ class StepSchedule:
         self.guidance_scale = torch.full((1,), run.guidance_scale, dtype=dtype, device=device)
         self.motion_scale = torch.tensor(run.motion_scale, dtype=dtype, device=device)
 
-    def inputs(self, latents: torch.Tensor, i: int) -> StepInputs:
-        """Step i for latents (1, 4, f, h, w)."""
-        return StepInputs(torch.cat([latents, latents]), self.timesteps[i:i + 1], self.guidance_scale,
-                          self.motion_scale)
+    def inputs(self, latents: torch.Tensor, i: int, halves: int = 2) -> StepInputs:
+        """Step i for latents (1, 4, f, h, w), for both CFG halves or (halves = 1) the cond half alone."""
+        sample = torch.cat([latents, latents]) if halves == 2 else latents
+        return StepInputs(sample, self.timesteps[i:i + 1], self.guidance_scale, self.motion_scale)

@@ -1,4 +1,4 @@
-"""One clip of the eager torch pipeline: conditioning -> guided DDIM loop -> decoded frames.
+"""One clip of the eager torch pipeline: conditioning -> sampling loop (guided DDIM by default) -> decoded frames.
 
 This is the semantic reference for every backend: the same inputs and initial noise give Hallo's outputs (the
 golden tests run it, and emo-clip).
@@ -14,24 +14,26 @@ from ..geometry import Geometry
 from ..models.hallo import HalloNet
 from ..models.vae import VAE
 from .conditioning import ClipConditioning, StepSchedule
-from .ddim import DDIM
 from .latents import decode_frames
 from .loop import sample
-from .step_plan import StepPlan, refuse_unless_guided
-from .torch_model import guided_step, prepare_clip, prepare_video
+from .sampler import make_sampler
+from .step_plan import StepPlan, plans
+from .torch_model import planned_step, prepare_clip, prepare_video
 
 
 def denoise(net: HalloNet, cfg: ModelConfig, run: RunConfig, clip: ClipConditioning, init_noise: torch.Tensor,
             on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """The guided DDIM loop of the torch model from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w)."""
-    sampler = DDIM(cfg.scheduler, run.steps)
+    """The sampling loop of the torch model from init_noise (1, 4, f, h, w) -> final latents (1, 4, f, h, w):
+    the run's sampler and step plans (Hallo's guided DDIM at its default settings)."""
+    sampler = make_sampler(cfg.scheduler, run.sampler, run.steps)
     steps = StepSchedule(sampler.timesteps, run, init_noise.device, init_noise.dtype)
+    deep: list[torch.Tensor | None] = [None]  # the deep features of the clip's last "store" step
 
     def predict(x: torch.Tensor, i: int, plan: StepPlan) -> torch.Tensor:
-        refuse_unless_guided(plan, "eager torch")
-        return guided_step(net.denoising_unet, clip, steps.inputs(x, i))
+        out, deep[0] = planned_step(net.denoising_unet, clip, steps.inputs(x, i, plan.halves), plan, deep[0])
+        return out
 
-    return sample(predict, sampler, init_noise, on_step)
+    return sample(predict, sampler, init_noise, on_step, plans(run))
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..config import SchedulerConfig
+
 
 class Sampler(Protocol):
     timesteps: torch.Tensor  # (steps,) int64: the model timestep of each step, in the order they run
@@ -20,3 +22,14 @@ class Sampler(Protocol):
 
     def step(self, state: Any, i: int, prediction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Step i: the model's guided prediction for latents x at timesteps[i] -> the latents of step i + 1."""
+
+
+def make_sampler(cfg: SchedulerConfig, name: str, steps: int) -> Sampler:
+    """The sampler a run names (RunConfig.sampler): "ddim" (Hallo's, golden-exact) or "dpm++" (DPM-Solver++ 2M)."""
+    from .ddim import DDIM
+    from .dpm_solver import DPMSolverPP
+
+    samplers = {"ddim": DDIM, "dpm++": DPMSolverPP}
+    if name not in samplers:
+        raise ValueError(f"unknown sampler {name!r} (choose {', '.join(samplers)})")
+    return samplers[name](cfg, steps)

@@ -16,6 +16,7 @@ from .conditioning import ClipConditioning, StepInputs, VideoConditioning
 from .guidance import clip_conditioning, video_conditioning
 from .latents import encode_latents
 from .reference import motion_features, reference_kv
+from .step_plan import StepPlan
 
 
 class TorchComponents:
@@ -54,17 +55,54 @@ def prepare_clip(net: HalloNet, vae: VAE, cfg: ModelConfig, video: VideoConditio
                              audio_tokens)
 
 
-def both_halves(denoiser: DenoisingUNet, clip: ClipConditioning, sample: torch.Tensor, t: torch.Tensor,
-                motion_scale: torch.Tensor) -> torch.Tensor:
-    """The denoiser's prediction for both CFG halves of sample (2, 4, f, h, w) -> (2, 4, f, h, w)."""
+def denoise_halves(denoiser: DenoisingUNet, clip: ClipConditioning, sample: torch.Tensor, t: torch.Tensor,
+                   motion_scale: torch.Tensor, levels: int = 0, deep: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The denoiser's prediction for the CFG halves of sample (b, 4, f, h, w), b = 2 or 1 (the cond half; `clip`
+    of the same halves) -> ((b, 4, f, h, w), deep features: see DenoisingUNet.forward_cached)."""
     v = clip.video
-    return denoiser(sample, t, v.image_tokens, clip.audio_tokens, v.face_feature, v.masks, v.ref_kv, clip.ref_index,
-                    clip.motion_features, motion_scale)
+    return denoiser.forward_cached(sample, t, v.image_tokens, clip.audio_tokens, v.face_feature, v.masks, v.ref_kv,
+                                   clip.ref_index, clip.motion_features, motion_scale, levels, deep)
+
+
+def combine(out: torch.Tensor, guidance_scale: torch.Tensor) -> torch.Tensor:
+    """Predictions of the halves (b, 4, f, h, w) -> uncond + s · (cond − uncond) (1, 4, f, h, w): Hallo's guidance
+    for b = 2; for b = 1 (the cond half alone) uncond is cond and this is the cond prediction, exactly."""
+    uncond, cond = out[:1], out[-1:]
+    return uncond + guidance_scale * (cond - uncond)
 
 
 def guided_step(denoiser: DenoisingUNet, clip: ClipConditioning, step: StepInputs) -> torch.Tensor:
-    """One guided denoising step from the denoiser IO spec's inputs -> noise_pred (1, 4, f, h, w):
-    uncond + s · (cond − uncond), both halves in one batch. Every tensor may be a static buffer that a CUDA graph
-    replays with new values."""
-    uncond, cond = both_halves(denoiser, clip, step.sample, step.timestep, step.motion_scale).chunk(2)
-    return uncond + step.guidance_scale * (cond - uncond)
+    """One denoising step from the denoiser IO spec's inputs -> noise_pred (1, 4, f, h, w): both halves in one
+    batch, guided (or, with a batch of 1 and the cond half's `clip`, the cond prediction). Every tensor may be a
+    static buffer that a CUDA graph replays with new values."""
+    out, _ = denoise_halves(denoiser, clip, step.sample, step.timestep, step.motion_scale)
+    return combine(out, step.guidance_scale)
+
+
+def cached_step(denoiser: DenoisingUNet, clip: ClipConditioning, step: StepInputs, levels: int,
+                deep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """guided_step with DeepCache: without `deep` the full UNet, also returning its deep features (the input of
+    its last `levels` up blocks); with `deep` only the outer levels run (returning None)."""
+    out, kept = denoise_halves(denoiser, clip, step.sample, step.timestep, step.motion_scale, levels, deep)
+    return combine(out, step.guidance_scale), kept
+
+
+def planned_step(denoiser: DenoisingUNet, clip: ClipConditioning, step: StepInputs, plan: StepPlan,
+                 deep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step as `plan` says, `clip` with both halves -> (noise_pred, the deep features to keep: the new ones
+    after a "store" step, `deep` itself otherwise). "reuse" needs `deep` from a "store" step."""
+    check_halves(step, plan)
+    clip = clip.halves(plan.halves)
+    if plan.cache == "off":
+        return guided_step(denoiser, clip, step), deep
+    if plan.cache == "store":
+        return cached_step(denoiser, clip, step, plan.levels, None)
+    if deep is None:
+        raise ValueError("a step reusing deep features needs a storing step before it in the clip")
+    return cached_step(denoiser, clip, step, plan.levels, deep)[0], deep
+
+
+def check_halves(step: StepInputs, plan: StepPlan) -> None:
+    if step.sample.shape[0] != plan.halves:
+        raise ValueError(f"the step's sample has {step.sample.shape[0]} CFG halves, its plan {plan.halves}")

@@ -2,47 +2,25 @@
 
 (No `from __future__ import annotations` here: FastAPI reads the route signatures' types at run time.)
 """
-import hmac
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InputError
 from .errors import QueueFull, TooLarge
-from .jobs import DONE, FINISHED
+from .guard import guard
+from .jobs import CANCELLED, DONE, FAILED, FINISHED
+from .uploads import FORM_FIELDS
 
 if TYPE_CHECKING:
     from .ingress import Ingress
 
 API = "/v1/renders"
-PUBLIC = ("/healthz", "/")  # everything else needs the bearer token when one is set
-
-
-def _guard(app, token: str | None, max_body: int):
-    """ASGI middleware: the bearer token on every route but PUBLIC, and the body size before it is read."""
-    async def guarded(scope, receive, send):
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if token and scope["path"] not in PUBLIC:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return await JSONResponse({"error": "missing or wrong bearer token"}, 401,
-                                          {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            length = headers.get("content-length")
-            if length is None or not length.isdigit():
-                return await JSONResponse({"error": "a Content-Length header is required"}, 411)(
-                    scope, receive, send)
-            if int(length) > max_body:
-                return await JSONResponse({"error": f"request body is larger than this server accepts "
-                                                    f"({max_body // 2**20} MiB)"}, 413)(scope, receive, send)
-        return await app(scope, receive, send)
-
-    return guarded
+SUBMIT_FIELDS = {"image", "audio", "seed", "frames_out", *FORM_FIELDS}
 
 
 def create_api(ingress: "Ingress"):
@@ -66,9 +44,9 @@ def create_api(ingress: "Ingress"):
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, e: HTTPException):
-        return JSONResponse({"error": e.detail}, e.status_code, e.headers)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's, and Starlette's own (404, 405, multipart errors)
+    async def http_error(_: Request, e: StarletteHTTPException):
+        return JSONResponse({"error": str(e.detail)}, e.status_code, e.headers)
 
     def job_or_404(job_id: str):
         job = ingress.jobs.get(job_id)
@@ -100,11 +78,19 @@ def create_api(ingress: "Ingress"):
                      fps: int | None = Form(None), size: int | None = Form(None),
                      frames_per_clip: int | None = Form(None), motion_frames: int | None = Form(None),
                      seed: int | None = Form(None),
+                     speed: str | None = Form(None, description="quality, balanced, fast or realtime"),
+                     sampler: str | None = Form(None), guidance_interval: str | None = Form(None),
+                     cache_interval: int | None = Form(None), first_clip_frames: int | None = Form(None),
                      frames_out: bool = Form(False, description="also keep the raw float frames (.npy)")):
         """Queue a render -> 202 and the job (its links: status, video, stream). 400/413: bad input, with
         emo-run's message; 429 + Retry-After: the queue is full."""
+        unknown = sorted(set((await request.form()).keys()) - SUBMIT_FIELDS)  # the form parsed above, cached
+        if unknown:
+            raise InputError(f"unknown form field {unknown[0]!r} (fields: {', '.join(sorted(SUBMIT_FIELDS))})")
         form = dict(steps=steps, guidance_scale=guidance_scale, fps=fps, size=size,
-                    frames_per_clip=frames_per_clip, motion_frames=motion_frames, seed=seed)
+                    frames_per_clip=frames_per_clip, motion_frames=motion_frames, seed=seed, speed=speed,
+                    sampler=sampler, guidance_interval=guidance_interval, cache_interval=cache_interval,
+                    first_clip_frames=first_clip_frames)
         job = await ingress.submit(image.file, audio.file, form, frames_out)
         base = str(request.url_for("submit")).rstrip("/")
         return JSONResponse(job.public(base), 202, {"Location": f"{base}/{job.id}"})
@@ -134,8 +120,12 @@ def create_api(ingress: "Ingress"):
 
     @app.get(API + "/{job_id}/stream")
     async def stream(job_id: str):
-        """The video as it is made: fragmented MP4, clip by clip, ending when the render does."""
-        return StreamingResponse(ingress.follow(job_or_404(job_id)), media_type="video/mp4")
+        """The video as it is made: fragmented MP4, clip by clip, ending when the render does; 409 for a render
+        that failed or was cancelled (its partial video is deleted)."""
+        job = job_or_404(job_id)
+        if job.state in (FAILED, CANCELLED):
+            raise HTTPException(409, job.error or f"render {job_id} was {job.state}; it has no video")
+        return StreamingResponse(ingress.follow(job), media_type="video/mp4")
 
     @app.delete(API + "/{job_id}")
     async def cancel(job_id: str, request: Request):
@@ -147,4 +137,4 @@ def create_api(ingress: "Ingress"):
         await ingress.cancel(job)
         return job.public(str(request.url_for("submit")).rstrip("/"))
 
-    return _guard(app, ingress.config.token, limits.max_upload_bytes)
+    return guard(app, ingress.config.token, limits)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..media.aac import aac_track
 from ..media.audio import load_audio
 
 
@@ -34,16 +35,14 @@ class FragmentedMp4:
     """enc = FragmentedMp4(fps, size, clip_frames, audio); enc.write(clip_uint8) -> bytes; ...; enc.close() -> bytes.
 
     H.264 (yuv420p, CRF 18, no B-frames or look-ahead, so frames leave the encoder as they come) with a key frame
-    every `clip_frames` frames, and the voice track as AAC at its own rate."""
+    every `clip_frames` frames, and the voice track as AAC as every MP4 of this package writes it (media.aac)."""
 
     def __init__(self, fps: int, size: int, clip_frames: int, audio: str | Path, crf: int = 18):
         import av
 
-        with av.open(str(audio)) as src:
-            a = src.streams.audio[0]
-            rate, channels = a.rate or 48000, 1 if a.channels == 1 else 2
-        self._samples = load_audio(audio, rate, channels).reshape(channels, -1)  # (channels, n) float32
-        self._rate, self._layout, self._fps = rate, "mono" if channels == 1 else "stereo", fps
+        track = aac_track(audio)
+        self._samples = load_audio(audio, track.rate, track.channels).reshape(track.channels, -1)  # float32
+        self._rate, self._layout, self._fps = track.rate, track.layout, fps
         self._audio_done = self._frames = 0
         self._sink = _Sink()
         self._out = av.open(self._sink, mode="w", format="mp4",
@@ -54,7 +53,7 @@ class FragmentedMp4:
         v.options = {"crf": str(crf), "preset": "medium", "tune": "zerolatency", "g": str(clip_frames),
                      "keyint_min": str(clip_frames), "sc_threshold": "0"}
         self._video = v
-        self._audio = self._out.add_stream("aac", rate=rate, layout=self._layout)
+        self._audio = self._out.add_stream("aac", rate=self._rate, layout=self._layout)
 
     def write(self, frames: np.ndarray) -> bytes:
         """Encode one clip, (k, H, W, 3) uint8 RGB, and the voice up to its end -> the bytes ready to send."""

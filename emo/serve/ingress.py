@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import numpy as np
 from ..errors import InputError
 from . import events
 from .api import create_api
+from .budget import Cost, check_disk
 from .errors import QueueFull, TooLarge
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobTable
 from .metrics import Metrics
@@ -31,6 +33,7 @@ from .uploads import check_inputs, run_options, save_upload
 from .worker import RenderJob
 
 ADMISSION_WAIT_S = 0.5  # a render not refused by Serve's queue within this time is queued (202)
+CHECK_THREADS = 4  # uploads checked at once, off the event loop (each decode stops at the server's limits)
 EXPIRY_PERIOD_S = 30.0
 
 
@@ -52,7 +55,7 @@ class Ingress:
             self.results = private_dir(config.temp_dir)
         self.jobs = JobTable(self.results, config.limits.result_ttl_s)
         self.metrics = Metrics(lambda: self.jobs.count(QUEUED), lambda: self.jobs.count(RUNNING))
-        self._checker = ThreadPoolExecutor(1, thread_name_prefix="emo-serve-check")  # decoders, one at a time
+        self._checker = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="emo-serve-check")
         self._durations: deque[float] = deque(maxlen=20)
         self._tasks: set[asyncio.Task] = set()
         self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
@@ -82,14 +85,14 @@ class Ingress:
         ahead = self.jobs.count(QUEUED) + self.jobs.count(RUNNING)
         return max(1, min(3600, math.ceil(mean * ahead / max(1, self.config.replicas))))
 
-    def _check(self, image: BinaryIO, audio: BinaryIO, form: dict):
+    def _check(self, image: BinaryIO, audio: BinaryIO, form: dict, frames_out: bool):
         limits = self.config.limits
         run, seed = run_options(form, self.base_run, self.model)
         d = private_dir(self.config.temp_dir)
         try:
             save_upload(image, d / "image", limits.max_upload_bytes, "uploaded image")
             save_upload(audio, d / "audio", limits.max_upload_bytes, "uploaded audio")
-            return check_inputs(d, run, seed, self.model, self.detector, self.face_expand_ratio, limits)
+            return check_inputs(d, run, seed, self.model, self.detector, self.face_expand_ratio, limits, frames_out)
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -97,11 +100,13 @@ class Ingress:
         """Check, then queue a render -> its job; raises InputError (400/413) or QueueFull (429)."""
         loop = asyncio.get_running_loop()
         try:
-            checked = await loop.run_in_executor(self._checker, self._check, image, audio, form)
+            checked = await loop.run_in_executor(self._checker, self._check, image, audio, form, frames_out)
+            self._check_disk(checked.cost)  # here, on the loop: no other submit can reserve the same bytes
         except InputError as e:
             self.metrics.rejected.labels(status=413 if isinstance(e, TooLarge) else 400).inc()
             raise
         job = self.jobs.new(checked.run, checked.seed, frames_out)
+        job.reserved_bytes = checked.cost.results_bytes
         request = RenderJob(job.id, checked.image, checked.audio, checked.run, checked.seed, frames_out)
         admitted = loop.create_future()
         task = loop.create_task(self._follow_render(job, request, admitted))
@@ -117,6 +122,15 @@ class Ingress:
             raise QueueFull(self.retry_after())
         self.metrics.submitted.inc()
         return job
+
+    def _check_disk(self, cost: Cost) -> None:
+        """Refuse a render whose files the results and temp disks cannot hold beside those of the renders
+        already accepted (their full estimate counts until they finish)."""
+        pending = sum(j.reserved_bytes for j in self.jobs.all() if j.state not in FINISHED)
+        temp = Path(self.config.temp_dir or tempfile.gettempdir())
+        need = {self.results: pending + cost.results_bytes}
+        need[temp] = need.get(temp, 0) + cost.temp_bytes
+        check_disk(need, self.config.limits.min_free_disk_bytes)
 
     async def cancel(self, job: Job) -> None:
         job.state, job.finished = CANCELLED, time.time()

@@ -41,6 +41,7 @@ class Job:
     error: str | None = None
     replica: dict[str, Any] | None = None
     faces_found: int = 0  # more than 1: the largest was used
+    reserved_bytes: int = 0  # the estimate of its result files, counted against the disk until it finishes
     response: Any = None  # the streaming DeploymentResponseGenerator, to cancel it
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 

@@ -16,6 +16,11 @@ class Limits:
     max_audio_seconds: float = 120.0
     max_size: int = 1024  # output side in pixels
     max_image_pixels: int = 40_000_000  # decoded photo (also stops decompression bombs)
+    max_output_pixels: int = 3_200_000_000  # frames x side^2 of one render: 2 min at 25 fps at 1024x1024
+    max_frames_out_bytes: int = 8 * 2**30  # the raw float frames (.npy) one render may keep (frames_out)
+    min_free_disk_bytes: int = 2**30  # left free on the results and temp disks after every accepted render
+    upload_timeout_s: float = 300.0  # the whole request body must arrive within this
+    upload_idle_timeout_s: float = 30.0  # ... with no gap longer than this (a stalled upload is answered 408)
     max_queued: int = 8  # accepted renders waiting for a replica; one more answers 429
     result_ttl_s: float = 3600.0  # finished jobs and their files are deleted after this
     retry_after_s: int = 10  # Retry-After on a 429 until render times are known

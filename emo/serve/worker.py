@@ -5,7 +5,8 @@ Progress, Stream (fragmented-MP4 bytes) and, when asked, Frames per clip, then t
 and Done; or Failed / Cancelled). The finished MP4 is written
 by emo-run's own Mp4Writer (same encoder settings, so the same frames as `emo-run`); the stream is a separate
 low-latency encoding (fmp4.py). The model runs in a worker thread; cancelling the request
-(DELETE, or the client going away) stops it at the next denoising step.
+(DELETE, or the client going away) stops it before its next unit of work (preparing, the reference, each clip,
+each denoising step, each decode, each clip delivered), and the replica starts no other render until it has.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class RenderJob:
 
 
 class CancelRequested(Exception):
-    """Raised inside the render thread at the next step after the request was cancelled."""
+    """Raised inside the render thread before its next unit of work once the request was cancelled."""
 
 
 class RenderWorker:
@@ -58,6 +59,7 @@ class RenderWorker:
         if threads:  # the CPUs Ray reserved for this replica (replicas sharing a machine must not oversubscribe)
             torch.set_num_threads(threads)
         self.temp_dir = temp_dir
+        self._turn = asyncio.Lock()  # one render at a time, held until a cancelled one has really stopped
         sweep_orphans(temp_dir)  # what a killed predecessor on this host left behind
         self.renderer = build_renderer(spec)
         try:
@@ -91,15 +93,24 @@ class RenderWorker:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        thread = loop.run_in_executor(None, work)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            cancel.set()  # a cancelled request (or a consumer gone) stops the render at its next step
-            await asyncio.wait([thread])
+        # Serve frees the replica's slot as soon as a request is cancelled, without waiting for this generator to
+        # end; the lock makes the next request wait here until the cancelled render's thread has returned.
+        async with self._turn:
+            thread = loop.run_in_executor(None, work)
+            try:
+                while (event := await queue.get()) is not None:
+                    yield event
+            finally:
+                cancel.set()  # a cancelled request (or a consumer gone) stops the render before its next unit
+                while not thread.done():
+                    try:
+                        await asyncio.shield(thread)
+                    except asyncio.CancelledError:  # cancelled again: still wait for the render to stop
+                        continue
 
     def _render(self, job: RenderJob, emit: Callable[[events.Event], None], cancel: threading.Event) -> None:
+        from ..runtime.renderer import clip_spans
+
         d = private_dir(self.temp_dir)
         encoder = None
         try:
@@ -108,8 +119,15 @@ class RenderWorker:
             audio.write_bytes(job.audio)
             run = job.run
             start = time.perf_counter()
+
+            def interrupt(stage: str) -> None:
+                if cancel.is_set():
+                    raise CancelRequested
+
+            interrupt("prepare")
             prepared = self.renderer.prepare(image, audio, run)
-            clips = prepared.windows.shape[0] // run.frames
+            interrupt("prepared")
+            clips = len(clip_spans(prepared, run))
             emit(events.Started(prepared.frames, clips, run.steps, prepared.portrait.faces_found, self.replica,
                                 socket.gethostname(), os.getpid()))
             encoder = FragmentedMp4(run.fps, run.size, run.frames, audio)
@@ -121,7 +139,7 @@ class RenderWorker:
 
             done = 0
             with Mp4Writer(d / "video.mp4", run.fps, run.size, audio) as writer:  # emo-run's own encoding
-                for frames in self.renderer.stream(prepared, run, job.seed, progress):
+                for frames in self.renderer.stream(prepared, run, job.seed, progress, interrupt=interrupt):
                     if cancel.is_set():
                         raise CancelRequested
                     pixels = np.round(frames * 255).astype(np.uint8)
