@@ -394,7 +394,7 @@ SPEEDS = {
     "quality": Speed(40, 3.5, "ddim", (0.0, 1.0)),  # Hallo's: 80 UNet frame-evaluations a frame
     "balanced": Speed(12, 3.5, "dpm++", (0.0, 1.0)),
     "fast": Speed(8, 3.5, "dpm++", (0.0, 1.0)),
-    "realtime": Speed(6, 3.5, "dpm++", (0.0, 0.34)),
+    "realtime": Speed(4, 3.5, "dpm++", (0.0, 1.0)),
 }
 
 

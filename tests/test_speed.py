@@ -119,3 +119,18 @@ def test_emo_run_refuses_bad_knobs(tmp_path, speech_media, extra, match):
     args = ["--demo", str(media / "face.png"), str(media / "voice.wav"), "-o", str(tmp_path / "out" / "o.mp4"),
             "--quiet", "--stats", str(tmp_path / "out" / "s.json"), *extra]
     assert_refused(tmp_path, args, match, code=2)
+
+
+def test_emo_bench_puts_speed_presets_side_by_side(tmp_path):
+    from emo.cli.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--preset", "tiny", "--device", "cpu", "--backends", "torch", "--speeds", "fast,realtime",
+                 "--clips", "1", "--warmup", "0", "--frames", "4", "--size", "64", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["speeds"]["torch"]
+    assert list(rows) == ["fast", "realtime"]
+    fast, realtime = rows["fast"], rows["realtime"]
+    assert fast["fidelity"] == {"against": "fast", "psnr_db": float("inf"), "lip_sync_r_against": fast["lip_sync_r"]}
+    assert 0 < realtime["fidelity"]["psnr_db"] < 100
+    assert realtime["unet_frame_evaluations_per_frame"] < fast["unet_frame_evaluations_per_frame"]
+    assert realtime["settings"]["steps"] == SPEEDS["realtime"].steps

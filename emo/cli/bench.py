@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int)
     p.add_argument("--motion-frames", type=int, default=2)
     p.add_argument("--steps", type=int)
-    p.add_argument("--guidance-scale", type=float, default=3.5)
+    p.add_argument("--guidance-scale", type=float, help="(default: the preset's)")
+    p.add_argument("--speeds", metavar="LIST",
+                   help="comma-separated speed presets (quality, balanced, fast, realtime) to run side by side on each "
+                        "backend, with UNet evaluations per frame and fidelity against quality (PSNR of the frames, "
+                        "lip-sync r); --steps and --guidance-scale then come from each preset")
     p.add_argument("--clips", type=int, default=3, help="timed clips per backend (after the warm-up)")
     p.add_argument("--warmup", type=int, default=1, help="clips rendered untimed first")
     p.add_argument("--backends", default="torch,torch-fast", help=f"comma-separated: {', '.join(BACKENDS)}")
@@ -126,7 +130,8 @@ def _audio_for(clips: int, run, source: str, path: Path) -> Path:
     return _write_wav(path, np.resize(voice, need), run.sample_rate)
 
 
-def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path) -> dict:
+def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path, frames_out: Path | None = None
+                   ) -> dict:
     import torch
 
     be = renderer.backend
@@ -142,7 +147,7 @@ def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path) -
     renderer.timer = clock
     start = time.perf_counter()
     try:
-        result = renderer.render(image, timed, workdir / "timed.mp4", run)
+        result = renderer.render(image, timed, workdir / "timed.mp4", run, frames_out=frames_out)
     finally:
         renderer.timer = None
     total = time.perf_counter() - start
@@ -151,6 +156,8 @@ def _bench_backend(renderer, image: str, audio: str, run, args, workdir: Path) -
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     report = {"frames": result.frames, "seconds": result.seconds, "fps": result.frames / result.seconds,
               "prepare_seconds": total - result.seconds, "pipelined": be.pipelined, "stages": stages,
+              "first_frame_seconds": result.first_frame_seconds,
+              "unet_frame_evaluations_per_frame": result.unet_evaluations_per_frame,
               "peak_memory_bytes": int(peak),
               "peak_memory_kind": "cuda_max_allocated" if cuda else "process_max_rss"}
     if captures is not None:
@@ -229,6 +236,30 @@ def _write_json(out: Path, report: dict) -> None:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def _bench_speeds(renderer, image: str, audio: str, runs: dict, args, workdir: Path) -> dict:
+    """Each speed preset's bench on one backend, with its fidelity against the first preset given (quality when
+    listed): PSNR of the timed frames and the lip-sync r of each render."""
+    from ..quality.render import measure_render, psnr
+
+    rows, reference = {}, None
+    for speed, run in runs.items():
+        frames_path = workdir / f"{speed}.npy"
+        r = _bench_backend(renderer, image, audio, run, args, workdir, frames_path)
+        frames = np.load(frames_path)
+        prepared = renderer.prepare(image, _audio_for(args.clips, run, audio, workdir / "timed.wav"), run)
+        r["lip_sync_r"] = float(measure_render(prepared, frames, run.fps, run.sample_rate).lip_sync_r)
+        reference = reference or (speed, frames, r["lip_sync_r"])
+        same = frames.shape == reference[1].shape
+        r["fidelity"] = {"against": reference[0], "psnr_db": psnr(frames, reference[1]) if same else None,
+                         "lip_sync_r_against": reference[2]}
+        r["settings"] = {k: v for k, v in run.__dict__.items() if k != "motion_scale"}
+        rows[speed] = r
+        print(f"{PROG}: {renderer.backend.name:11s} {speed:9s} {r['fps']:8.3f} frames/s  "
+              f"{r['unet_frame_evaluations_per_frame']:6.2f} UNet evaluations/frame  "
+              f"PSNR {r['fidelity']['psnr_db'] or float('nan'):6.2f} dB  r {r['lip_sync_r']:.3f}")
+    return rows
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -245,6 +276,11 @@ def _run(args: argparse.Namespace) -> int:
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     base = PRESETS[preset].run
+    speeds = [s.strip() for s in (args.speeds or "").split(",") if s.strip()]
+    if speeds and (args.steps is not None or args.guidance_scale is not None):
+        raise InputError("--speeds sets steps and guidance per preset; drop --steps and --guidance-scale")
+    runs = {speed: RunOptions(speed=speed, frames=args.frames, motion_frames=args.motion_frames,
+                              size=args.size).apply(base, PRESETS[preset].model) for speed in speeds}
     run = RunOptions(frames=args.frames, motion_frames=args.motion_frames, steps=args.steps,
                      guidance_scale=args.guidance_scale, size=args.size).apply(base, PRESETS[preset].model)
     if args.clips < 1 or args.warmup < 0:
@@ -278,6 +314,10 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             renderer = build_renderer(specs[name], None if name in GRAPH_BACKENDS else models)
+            if speeds:
+                report.setdefault("speeds", {})[name] = _bench_speeds(renderer, image, audio, runs, args, Path(tmp))
+                _write_json(out, report)
+                continue
             r = report["results"][name] = _bench_backend(renderer, image, audio, run, args, Path(tmp))
             step = r["stages"]["step"].get("gpu", r["stages"]["step"]["wall"])
             print(f"{PROG}: {name:11s} {r['fps']:8.3f} frames/s  step p50 {step['p50'] * 1e3:9.2f} ms  "
