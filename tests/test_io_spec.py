@@ -26,7 +26,7 @@ def test_real_size_denoiser_spec_matches_the_design_shapes():
     assert opt["ref_v_06"] == (2, 8, 64, 160)  # the mid block: 1280 channels at 8x8
     assert opt["ref_k_15"] == (2, 8, 4096, 40)  # the last up block, back at 64x64
     lo, _, hi = spec.profile()["sample"]
-    assert lo == (2, 4, 1, 32, 32) and hi == (2, 4, 24, 96, 96)
+    assert lo == (1, 4, 1, 32, 32) and hi == (2, 4, 24, 96, 96)  # halves: 1 (conditional-only) to 2 (guided)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "hallo-sd15"])
@@ -49,7 +49,7 @@ def test_check_shapes_names_the_problem():
     assert spec.check_shapes(shapes) is None
     assert "frames = 40 is outside" in spec.check_shapes(shapes | {"sample": (2, 4, 40, 16, 16)})
     assert "frames is 5 in one input and 3 in audio_tokens" in spec.check_shapes(shapes | {"sample": (2, 4, 5, 16, 16)})
-    assert "expected (2, 4, 'frames'" in spec.check_shapes(shapes | {"sample": (2, 3, 3, 16, 16)})
+    assert "expected ('halves', 4, 'frames'" in spec.check_shapes(shapes | {"sample": (2, 3, 3, 16, 16)})
     assert "timestep is missing" in spec.check_shapes({k: v for k, v in shapes.items() if k != "timestep"})
 
 

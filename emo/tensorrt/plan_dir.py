@@ -104,8 +104,11 @@ def binding_plan(spec: ComponentSpec, entry: GraphEntry, source_precision: str) 
                 raise _binding_error(spec.name, f"network has no {mode} {t.name}")
             if TRT_DTYPES.get(got["dtype"]) != dtypes[t.name]:
                 raise _binding_error(spec.name, f"{t.name} is {got['dtype']}, the IO spec wants {dtypes[t.name]}")
+            # an output's fixed size may reach the network as -1 (e.g. the guided combination slices the halves
+            # axis); TensorRT resolves it per call and the runtime reads the shape it reports
             fixed_ok = len(got["shape"]) == len(t.shape) and all(
-                g == s for g, s in zip(got["shape"], t.shape, strict=True) if isinstance(s, int))
+                g == s or (g == -1 and mode == "output")
+                for g, s in zip(got["shape"], t.shape, strict=True) if isinstance(s, int))
             if not fixed_ok:
                 raise _binding_error(spec.name, f"{t.name} has shape {got['shape']}, the IO spec says {t.shape}")
             if got["shape_input"] != (t.value_of is not None):
