@@ -46,7 +46,8 @@ class Tolerance:
 
 TOLERANCES = {
     "torch": Tolerance(0.0, 0.0, "the reference itself: deterministic on the CPU"),
-    "torch-fast": Tolerance(1e-6, 1e-6, "the same modules on static copies of the inputs (test_torch_fast's bound)"),
+    "torch-fast": Tolerance(1e-6, 2e-6, "the same modules on static copies of the inputs (test_torch_fast's bound); "
+                                        "a step reusing deep features measured 1.0e-6 (float32 reordering)"),
     "onnxruntime": Tolerance(1e-4, 1e-2, "fp32 graphs: test_export's bound per graph; a few float16 ulps of the "
                                          "records (2.3e-3 measured on the motion features)"),
     "tensorrt": Tolerance(2e-2, 2e-2, "TF32-class matmuls on the GPU (test_engine_gpu's bound)"),
