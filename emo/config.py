@@ -38,6 +38,26 @@ class UNetConfig:
     def time_embed_dim(self) -> int:
         return self.block_out_channels[0] * 4
 
+    @classmethod
+    def from_diffusers(cls, u: dict[str, Any]) -> "UNetConfig":
+        """A diffusers UNet2DConditionModel config (its config.json) -> our UNet settings (defaults for absent
+        keys are diffusers' own)."""
+        heads = u.get("attention_head_dim", 8)
+        if not isinstance(heads, int):
+            raise ValueError("per-block attention_head_dim is not supported")
+        d = cls()
+        return cls(
+            block_out_channels=tuple(u["block_out_channels"]),
+            down_attention=tuple(t.startswith("CrossAttn") for t in u["down_block_types"]),
+            up_attention=tuple(t.startswith("CrossAttn") for t in u["up_block_types"]),
+            layers_per_block=u["layers_per_block"], heads=heads, cross_attention_dim=u["cross_attention_dim"],
+            in_channels=u.get("in_channels", d.in_channels), out_channels=u.get("out_channels", d.out_channels),
+            norm_num_groups=u.get("norm_num_groups", d.norm_num_groups), norm_eps=u.get("norm_eps", d.norm_eps),
+            flip_sin_to_cos=u.get("flip_sin_to_cos", d.flip_sin_to_cos), freq_shift=u.get("freq_shift", d.freq_shift),
+            downsample_padding=u.get("downsample_padding", d.downsample_padding),
+            mid_block_scale_factor=u.get("mid_block_scale_factor", d.mid_block_scale_factor),
+        )
+
 
 @dataclass(frozen=True)
 class MotionConfig:
@@ -54,9 +74,13 @@ class MotionConfig:
 
 @dataclass(frozen=True)
 class AudioAttentionConfig:
-    """Audio cross-attention modules of the denoiser (hierarchical full/face/lip attention)."""
+    """How the denoiser attends to audio. placement "modules": Hallo's audio modules after each spatial
+    transformer (hierarchical full/face/lip attention); "cross_attention": EchoMimic's, the audio tokens are the
+    context of each transformer's own cross-attention, its output scaled by `scale` (no image tokens, no modules)."""
 
     dim: int = 768  # audio token width
+    placement: str = "modules"  # "modules" | "cross_attention"
+    scale: float = 1.0  # output scale of the cross-attention over audio ("cross_attention" only)
     stacked_blocks: tuple[str, ...] = ("up", "down", "mid")
     stacked_depths: tuple[int, ...] = (0, 1, 2, 3)
 
@@ -154,6 +178,7 @@ class Wav2VecConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "hallo-sd15"
+    family: str = "hallo"  # "hallo" | "echomimic": which conditioning and sampling the model was trained for
     unet: UNetConfig = field(default_factory=UNetConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     audio_attention: AudioAttentionConfig = field(default_factory=AudioAttentionConfig)
@@ -183,18 +208,7 @@ class ModelConfig:
             raise ValueError("only denoisers with motion and audio modules are supported")
         if extra.get("unet_use_cross_frame_attention") or extra.get("unet_use_temporal_attention"):
             raise ValueError("cross-frame / temporal attention in the spatial blocks is not supported")
-        heads = u["attention_head_dim"]
-        if not isinstance(heads, int):
-            raise ValueError("per-block attention_head_dim is not supported")
-        unet = UNetConfig(
-            block_out_channels=tuple(u["block_out_channels"]),
-            down_attention=tuple(t.startswith("CrossAttn") for t in u["down_block_types"]),
-            up_attention=tuple(t.startswith("CrossAttn") for t in u["up_block_types"]),
-            layers_per_block=u["layers_per_block"], heads=heads, cross_attention_dim=u["cross_attention_dim"],
-            in_channels=u["in_channels"], out_channels=u["out_channels"], norm_num_groups=u["norm_num_groups"],
-            norm_eps=u["norm_eps"], flip_sin_to_cos=u["flip_sin_to_cos"], freq_shift=u["freq_shift"],
-            downsample_padding=u["downsample_padding"], mid_block_scale_factor=u["mid_block_scale_factor"],
-        )
+        unet = UNetConfig.from_diffusers(u)
         mk = extra["motion_module_kwargs"]
         if (any(t != "Temporal_Self" for t in mk["attention_block_types"])
                 or mk.get("temporal_attention_dim_div", 1) != 1):
@@ -269,6 +283,7 @@ class RunConfig:
     cache_interval: int = 1  # a full UNet step every N steps, deep features reused between (1 = off)
     cache_levels: int = 1  # outer UNet levels a step reusing deep features runs
     first_clip_frames: int | None = None  # a shorter first clip, for a stream's first frames sooner
+    context_overlap: int = 3  # EchoMimic: frames shared by neighbouring context windows of `frames` frames
 
     def validate(self, model: ModelConfig | None = None) -> None:
         """Raise InputError with a one-line message for settings the model cannot run (every number finite, in
@@ -287,6 +302,7 @@ class RunConfig:
             in_range(f"{name} motion scale", s, 0, MAX_MOTION_SCALE)
         in_range("sample rate", self.sample_rate, 1, MAX_SAMPLE_RATE)
         in_range("frames per clip", self.frames, 1, MAX_FRAMES_PER_CLIP)
+        in_range("context overlap", self.context_overlap, 0, self.frames - 1)
         self._validate_speed()
         if model is not None and self.frames + self.motion_frames > model.motion.max_len:
             raise InputError(f"frames + motion frames must be <= {model.motion.max_len} "
@@ -434,6 +450,16 @@ TINY = ModelConfig(
 
 HALLO_SD15 = ModelConfig()
 
+# EchoMimic (antgroup/echomimic): the SD image-variations UNet as ReferenceNet and denoiser, whisper-tiny audio tokens
+# (50 x 384 per frame) in each transformer's own cross-attention scaled by 3, a face locator on a one-channel face
+# mask, and the same zero-SNR v-prediction DDIM. Its Hallo-only parts (audio / image projections) go unused.
+ECHOMIMIC_SD15 = ModelConfig(
+    name="echomimic-sd15", family="echomimic",
+    audio_attention=AudioAttentionConfig(dim=384, placement="cross_attention", scale=3.0),
+    face_locator=FaceLocatorConfig(embedding_channels=320, conditioning_channels=1,
+                                   block_out_channels=(16, 32, 96, 256)),
+)
+
 
 def demo_config(vae_scaling_factor: float) -> ModelConfig:
     """The trained demo model: tiny's architecture and compute with two heads of 16 channels (tiny's eight heads
@@ -462,10 +488,27 @@ DEMO_LATENT_SCALE = 0.72194  # the demo VAE's 1 / std of latent means, measured 
 TINY_RANGES = ShapeRanges(frames=(1, 4, 16), motion_frames=(0, 2, 4), size=(64, 128, 256),
                           audio_seconds=(0.04, 4.0, 60.0))
 
+ECHOMIMIC_TINY = dataclasses.replace(
+    ECHOMIMIC_SD15, name="echomimic-tiny",
+    unet=UNetConfig(block_out_channels=(32, 32, 32, 32), layers_per_block=1, cross_attention_dim=64),
+    face_locator=dataclasses.replace(ECHOMIMIC_SD15.face_locator, embedding_channels=32),
+    vae=TINY.vae,
+)
+
+# EchoMimic's own settings per published model: 30 steps at guidance 2.5, or the accelerated model's 6 steps at
+# guidance 1 (no unconditional half); 12-frame context windows overlapping by 3, 24 fps, no motion frames.
+ECHOMIMIC_RUNS: dict[str, RunConfig] = {
+    "echomimic": RunConfig(frames=12, motion_frames=0, steps=30, guidance_scale=2.5, fps=24, context_overlap=3),
+    "echomimic-acc": RunConfig(frames=12, motion_frames=0, steps=6, guidance_scale=1.0, fps=24, context_overlap=3),
+}
+FAMILIES = ("hallo", *ECHOMIMIC_RUNS)
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(TINY, RunConfig(size=128, steps=4), TINY_RANGES),
     Preset(demo_config(DEMO_LATENT_SCALE), RunConfig(size=128, steps=8), TINY_RANGES),
     Preset(HALLO_SD15, RunConfig(), ShapeRanges()),
+    Preset(ECHOMIMIC_TINY, dataclasses.replace(ECHOMIMIC_RUNS["echomimic-acc"], size=128), TINY_RANGES),
+    Preset(ECHOMIMIC_SD15, ECHOMIMIC_RUNS["echomimic"], ShapeRanges()),
 )}
 
 

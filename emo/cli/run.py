@@ -8,7 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from ..config import PRESETS, SAMPLERS, SPEEDS, RunConfig, RunOptions, parse_interval
+from ..config import FAMILIES, PRESETS, SAMPLERS, SPEEDS, RunConfig, RunOptions, parse_interval
 from ..errors import InputError
 from ..runtime.factory import BACKENDS, RendererSpec, build_renderer
 from ..runtime.renderer import check_backend_runs, check_outputs
@@ -54,6 +54,11 @@ def add_renderer_options(p: argparse.ArgumentParser, demo_help: str) -> None:
     p.add_argument("--face-models", metavar="DIR",
                    help="InsightFace ONNX models (SCRFD detector, ArcFace embedding) to use instead of OpenCV's "
                         "detector and the stand-in embedding; default: DIR/face_analysis of --models when present")
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the model family: hallo, echomimic (30 steps, guidance 2.5) or echomimic-acc (its "
+                        "accelerated model: 6 steps, no guidance); needed only where the model directory holds both "
+                        "EchoMimic models. With --demo, echomimic and echomimic-acc run a tiny model of that family "
+                        "with random weights (its video is noise: a check of the pipeline, not a demo of quality)")
     p.add_argument("--separate-vocals", nargs="?", const="", metavar="MODEL.onnx",
                    help="separate the voice from music first with an MDX-Net ONNX model (default with --models: "
                         "DIR/audio_separator/Kim_Vocal_2.onnx); the video keeps the original audio")
@@ -100,7 +105,8 @@ def renderer_spec(args: argparse.Namespace) -> RendererSpec:
     """add_renderer_options' arguments -> the spec the factory builds from."""
     return RendererSpec(models=args.models, engine_dir=args.engine_dir, demo=bool(args.demo), backend=args.backend,
                         device=args.device, dtype=args.dtype, face_models=args.face_models,
-                        separate_vocals=args.separate_vocals, face_expand_ratio=args.face_expand_ratio)
+                        separate_vocals=args.separate_vocals, face_expand_ratio=args.face_expand_ratio,
+                        family=args.family)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -115,6 +121,13 @@ def _settings(args: argparse.Namespace, spec: RendererSpec) -> tuple[RunConfig, 
     """Every option and path checked in one place, before anything is loaded -> (run settings, image, audio)."""
     spec.check()
     run = run_options(args).apply(spec.preset_run())
+    if spec.model_family() != "hallo":
+        from ..runtime.echo_renderer import echo_run_problem
+
+        problem = "speed presets are Hallo's (EchoMimic's fast setting is --family echomimic-acc)" if args.speed \
+            else echo_run_problem(run)
+        if problem:
+            raise InputError(problem)
     check_seed(args.seed)
     if (args.image is None) != (args.audio is None):
         raise InputError("give both IMAGE and AUDIO, or neither with --demo")

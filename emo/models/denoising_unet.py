@@ -22,9 +22,11 @@ from .unet_walk import walk_unet
 
 class Block3D(Block2D):
     def __init__(self, spec: BlockSpec, cfg: ModelConfig):
-        super().__init__(spec, cfg.unet)
-        u, m, a = cfg.unet, cfg.motion, cfg.audio_attention
-        if spec.attention:
+        a = cfg.audio_attention
+        in_cross = a.placement == "cross_attention"
+        super().__init__(spec, cfg.unet, a.dim if in_cross else None, a.scale if in_cross else 1.0)
+        u, m = cfg.unet, cfg.motion
+        if spec.attention and not in_cross:
             stacked = a.stacked(spec.kind, spec.depth)
             self.audio_modules = nn.ModuleList([
                 AudioTransformer(spec.channels, u.heads * (layer.audio_in // u.heads), u.heads, a.dim,
@@ -42,6 +44,7 @@ class DenoisingUNet(nn.Module):
         super().__init__()
         u = cfg.unet
         self.cfg = u
+        self.audio_in_cross_attention = cfg.audio_attention.placement == "cross_attention"
         c0 = u.block_out_channels[0]
         self.conv_in = nn.Conv2d(u.in_channels, c0, 3, padding=1)
         self.time_embedding = TimestepEmbedding(c0, u.time_embed_dim, u.flip_sin_to_cos, u.freq_shift)
@@ -94,8 +97,10 @@ class DenoisingUNet(nn.Module):
         kv_of = {id(t): pair for t, pair in zip(transformers, ref_kv, strict=True)}
         x = sample.transpose(1, 2).reshape(b * f, -1, hh, ww)  # b c f h w -> (b f) c h w
         temb = self.time_embedding(timestep.reshape(-1).expand(b), x.dtype).repeat_interleave(f, dim=0)
-        context = image_tokens.repeat_interleave(f, dim=0)  # b t c -> (b f) t c
         audio = audio_tokens.reshape(b * f, *audio_tokens.shape[2:])  # b f t c -> (b f) t c
+        # EchoMimic: the audio is the cross-attention's context; Hallo: the image tokens (b t c -> (b f) t c), the
+        # audio in its own modules
+        context = audio if self.audio_in_cross_attention else image_tokens.repeat_interleave(f, dim=0)
         x = self.conv_in(x)
         x = (x.view(b, f, *x.shape[1:]) + face_feature[:, None]).view(b * f, *x.shape[1:])
 
@@ -103,7 +108,8 @@ class DenoisingUNet(nn.Module):
             mid = block.spec.kind == "mid"
             if block.spec.attention:
                 x, _ = block.attentions[j](x, context, ReferenceKV(*kv_of[id(block.attentions[j])], ref_index))
-                x = block.audio_modules[j](x, audio, masks[block.spec.depth], motion_scale if mid else None)
+                if not self.audio_in_cross_attention:
+                    x = block.audio_modules[j](x, audio, masks[block.spec.depth], motion_scale if mid else None)
             if hasattr(block, "motion_modules"):
                 x = (self._motion_with_frames(block.motion_modules[j], x, motion_feats, b, f) if mid
                      else block.motion_modules[j](x, f))

@@ -17,7 +17,8 @@ from .unet_walk import walk_unet
 
 
 class Block2D(nn.Module):
-    def __init__(self, spec: BlockSpec, cfg: UNetConfig):
+    def __init__(self, spec: BlockSpec, cfg: UNetConfig, context_dim: int | None = None, context_scale: float = 1.0):
+        """context_dim: the cross-attention's context width (default cfg.cross_attention_dim)."""
         super().__init__()
         t, g, eps = cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps
         scale = cfg.mid_block_scale_factor if spec.kind == "mid" else 1.0
@@ -28,7 +29,8 @@ class Block2D(nn.Module):
             self.resnets = nn.ModuleList([ResnetBlock(layer.resnet_in, c, t, g, eps, scale) for layer in spec.layers])
         if spec.attention:
             self.attentions = nn.ModuleList(
-                [SpatialTransformer(c, cfg.heads, cfg.cross_attention_dim, g) for _ in spec.layers])
+                [SpatialTransformer(c, cfg.heads, context_dim or cfg.cross_attention_dim, g, context_scale)
+                 for _ in spec.layers])
         if spec.resample and spec.kind == "down":
             self.downsamplers = nn.ModuleList([Downsample(c, cfg.downsample_padding)])
         if spec.resample and spec.kind == "up":
@@ -47,8 +49,10 @@ class ReferenceUNet(nn.Module):
         self.up_blocks = nn.ModuleList([Block2D(s, cfg) for s in up_blocks(cfg)])
         self.mid_block = Block2D(mid_block(cfg), cfg)
 
-    def forward(self, latents: torch.Tensor, context: torch.Tensor, up_to_mid: bool = False) -> list[torch.Tensor]:
+    def forward(self, latents: torch.Tensor, context: torch.Tensor | None, up_to_mid: bool = False
+                ) -> list[torch.Tensor]:
         """latents (N, 4, h, w), context (N, t, c_ctx) -> records [(N, h_k*w_k, c_k)] in execution order.
+        context None: no cross-attention (EchoMimic writes its reference records without it).
 
         With `up_to_mid` only the down and mid blocks run (enough for motion-frame features).
         """

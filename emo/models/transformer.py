@@ -26,8 +26,9 @@ class ReferenceKV(NamedTuple):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, context_scale: float = 1.0):
         super().__init__()
+        self.context_scale = context_scale  # EchoMimic scales its audio cross-attention (3.0)
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, heads, head_dim)
         self.norm2 = nn.LayerNorm(dim)
@@ -42,26 +43,30 @@ class TransformerBlock(nn.Module):
         q, (k, v) = self.attn1.split_heads(self.attn1.to_q(x)), self.attn1.kv(x)
         return self.attn1.to_out(self.attn1.merge_heads(two_source_attention(q, k, v, ref.k, ref.v, ref.index)))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, ref: ReferenceKV | None = None
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, ref: ReferenceKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (b, l, c), context (b, t, c_ctx) -> (output, norm1 record (b, l, c))."""
+        """x (b, l, c), context (b, t, c_ctx) -> (output, norm1 record (b, l, c)). Without a context the
+        cross-attention is skipped (EchoMimic's ReferenceNet)."""
         n = self.norm1(x)
         x = self.self_attention(n, ref) + x
-        x = self.attn2(self.norm2(x), context) + x
+        if context is not None:
+            a = self.attn2(self.norm2(x), context)
+            x = (a if self.context_scale == 1.0 else a * self.context_scale) + x
         return self.ff(self.norm3(x)) + x, n
 
 
 class SpatialTransformer(nn.Module):
     """GroupNorm -> 1x1 conv in -> one TransformerBlock -> 1x1 conv out, residual."""
 
-    def __init__(self, channels: int, heads: int, context_dim: int, groups: int):
+    def __init__(self, channels: int, heads: int, context_dim: int, groups: int, context_scale: float = 1.0):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList([TransformerBlock(channels, heads, channels // heads, context_dim)])
+        self.transformer_blocks = nn.ModuleList(
+            [TransformerBlock(channels, heads, channels // heads, context_dim, context_scale)])
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, ref: ReferenceKV | None = None
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, ref: ReferenceKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) -> (output (B, C, H, W), norm1 record (B, H*W, C))."""
         b, c, hh, ww = x.shape

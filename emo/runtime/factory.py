@@ -8,12 +8,14 @@ seeded random weights of a preset (`random`, for benchmarks and tests).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoints.echomimic_dir import EchoMimicModels
 from ..checkpoints.model_dir import Models, load_model_dir, random_models
-from ..config import PRESETS, RunConfig
+from ..config import ECHOMIMIC_RUNS, FAMILIES, PRESETS, RunConfig
 from ..errors import InputError
 from ..validation import check_face_expand_ratio
 from .backend import Backend, TorchBackend
@@ -42,6 +44,7 @@ class RendererSpec:
     kernels: tuple[str, ...] | None = None  # torch-fast's fused kernels (None: its default)
     channels_last: bool = False  # NHWC convolutions (torch, torch-fast)
     fast_on_cpu: bool = False  # let torch-fast run its code path on the CPU in fp32 (emo-bench's harness, tests)
+    family: str | None = None  # hallo, echomimic, echomimic-acc (None: what the model source is)
 
     def sources(self) -> list[str]:
         return [name for name, given in (("models", self.models), ("engine_dir", self.engine_dir),
@@ -49,9 +52,12 @@ class RendererSpec:
 
     def resolved_backend(self) -> str:
         """auto: with an engine directory, tensorrt for a plan directory or onnxruntime for an export directory;
-        torch-fast on a CUDA GPU when the dtype is half precision (or not given); eager torch otherwise."""
+        torch-fast on a CUDA GPU when the dtype is half precision (or not given); eager torch otherwise (and always
+        for an EchoMimic model)."""
         if self.backend != "auto":
             return self.backend
+        if self.model_family() != "hallo":
+            return "torch"
         if self.engine_dir:
             from ..manifest import manifest_format
 
@@ -76,7 +82,11 @@ class RendererSpec:
             raise InputError(f"give one model source, not {' and '.join(sources)}")
         if self.random is not None and self.random not in PRESETS:
             raise InputError(f"unknown preset {self.random!r} (choose {', '.join(PRESETS)})")
+        family = self.model_family()
         backend = self.resolved_backend()
+        if family != "hallo" and backend != "torch":
+            raise InputError(f"EchoMimic models run on the torch backend (not {backend}); their export and "
+                             "engines are not available yet")
         graph = backend in GRAPH_BACKENDS
         if graph and not self.engine_dir:
             what = "emo-export" if backend == "onnxruntime" else "emo-build-engine"
@@ -95,6 +105,25 @@ class RendererSpec:
         if backend != "onnxruntime":  # onnxruntime checks its own CUDA provider
             _check_cuda(self.device, needed=backend == "torch-fast" and self.device != "cpu", backend=backend)
         return backend
+
+    def model_family(self) -> str:
+        """The family of the model source (checked against --family; files are looked at, none is loaded)."""
+        from ..checkpoints.echomimic_dir import detect_family, is_echomimic_dir
+
+        if self.family is not None and self.family not in FAMILIES:
+            raise InputError(f"unknown model family {self.family!r} (choose {', '.join(FAMILIES)})")
+        if self.models and Path(self.models).is_dir() and is_echomimic_dir(Path(self.models)):
+            if self.family == "hallo":
+                raise InputError(f"{self.models} is an EchoMimic directory, not Hallo's")
+            return detect_family(Path(self.models), self.family)
+        if self.random is not None and PRESETS[self.random].model.family != "hallo":
+            return self.family if self.family not in (None, "hallo") else "echomimic-acc"
+        if self.engine_dir and self.family not in (None, "hallo"):
+            raise InputError("EchoMimic models have no export or engines yet: use --models DIR or --demo")
+        if self.models and self.family not in (None, "hallo"):
+            raise InputError(f"{self.models} is not in EchoMimic's pretrained_weights layout (it has no "
+                             "reference_unet.pth or denoising_unet[_acc].pth)")
+        return self.family or "hallo"
 
     def face_models_dir(self) -> str | None:
         """face_models, else face_analysis/ of `models` when present."""
@@ -118,6 +147,10 @@ class RendererSpec:
     def preset_run(self) -> RunConfig:
         """The render settings this model is made for: the demo's for the demo model, the random preset's for
         random weights, Hallo's otherwise."""
+        family = self.model_family()
+        if family != "hallo":
+            size = PRESETS["echomimic-tiny" if self.demo else self.random or "echomimic-sd15"].run.size
+            return dataclasses.replace(ECHOMIMIC_RUNS[family], size=size)
         if self.demo:
             return PRESETS["demo"].run
         if self.random:
@@ -139,8 +172,16 @@ def _check_cuda(device: str, needed: bool, backend: str) -> None:
         raise InputError(f"--backend {backend} needs a CUDA GPU, and none is available (use --backend torch)")
 
 
-def load_models(spec: RendererSpec) -> Models:
+def load_models(spec: RendererSpec) -> Models | EchoMimicModels:
     """The torch modules of a spec's model source (the demo model, random weights or a model directory)."""
+    family = spec.model_family()
+    if family != "hallo":
+        from ..checkpoints.echomimic_dir import load_echomimic_dir, random_echomimic_models
+
+        if spec.models:
+            return load_echomimic_dir(spec.models, family)
+        preset = PRESETS[spec.random or "echomimic-tiny"].model  # --demo: no trained EchoMimic demo, random weights
+        return random_echomimic_models(spec.random_seed, preset, family)
     if spec.demo:
         from ..demo_model.weights import demo_models
 
@@ -168,6 +209,12 @@ def build_backend(spec: RendererSpec, models: Models | None = None) -> Backend:
 
         return TensorRTBackend(spec.engine_dir, "cuda" if spec.device == "auto" else spec.device)
     models = models if models is not None else load_models(spec)
+    if isinstance(models, EchoMimicModels):
+        from .echo_renderer import EchoTorchBackend
+
+        if backend != "torch":
+            raise InputError(f"EchoMimic models run on the torch backend (not {backend})")
+        return EchoTorchBackend(models, spec.device, spec.dtype or "fp32")
     if backend == "torch-fast":
         from .torch_fast_backend import TorchFastBackend
 
@@ -184,4 +231,9 @@ def build_renderer(spec: RendererSpec, models: Models | None = None, **preproces
     spec.check(models_given=models is not None)
     kw = dict(face_expand_ratio=spec.face_expand_ratio, face_models=spec.face_models_dir(),
               vocal_separator=spec.vocal_model()) | preprocessing
-    return Renderer(build_backend(spec, models), **kw)
+    backend = build_backend(spec, models)
+    if getattr(backend, "family", "hallo") != "hallo":
+        from .echo_renderer import EchoRenderer
+
+        return EchoRenderer(backend, **kw)
+    return Renderer(backend, **kw)

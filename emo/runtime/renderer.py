@@ -352,9 +352,12 @@ class Renderer:
                     raw.write(frames)
                 written += len(frames)
         p = prepared.portrait
-        evaluations = run_evaluations(self.cfg, run, [b - a for a, b in clip_spans(prepared, run)])
         return RenderResult(Path(output), written, time.perf_counter() - start, p.faces_found, p.source_box,
-                            first, evaluations)
+                            first, self.evaluations(prepared, run))
+
+    def evaluations(self, prepared: Prepared, run: RunConfig) -> float:
+        """UNet frame-evaluations of rendering `prepared` with `run` (emo.sampling.cost)."""
+        return run_evaluations(self.cfg, run, [b - a for a, b in clip_spans(prepared, run)])
 
 
 def check_backend_runs(backend: str, run: RunConfig) -> None:
