@@ -17,6 +17,6 @@ class EchoMimicNet(nn.Module):
         if cfg.audio_attention.placement != "cross_attention":
             raise ValueError(f"{cfg.name}: an EchoMimic model attends to audio in its cross-attention")
         self.cfg = cfg
-        self.reference_unet = ReferenceUNet(cfg.unet)
+        self.reference_unet = ReferenceUNet(cfg.unet, cross_attention=False)  # it has none, and runs without
         self.denoising_unet = DenoisingUNet(cfg)
         self.face_locator = FaceLocator(cfg.face_locator)

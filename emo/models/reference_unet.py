@@ -17,8 +17,10 @@ from .unet_walk import walk_unet
 
 
 class Block2D(nn.Module):
-    def __init__(self, spec: BlockSpec, cfg: UNetConfig, context_dim: int | None = None, context_scale: float = 1.0):
-        """context_dim: the cross-attention's context width (default cfg.cross_attention_dim)."""
+    def __init__(self, spec: BlockSpec, cfg: UNetConfig, context_dim: int | None = None, context_scale: float = 1.0,
+                 cross_attention: bool = True):
+        """context_dim: the cross-attention's context width (default cfg.cross_attention_dim); cross_attention
+        False: the transformers have none (EchoMimic's ReferenceNet)."""
         super().__init__()
         t, g, eps = cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps
         scale = cfg.mid_block_scale_factor if spec.kind == "mid" else 1.0
@@ -29,7 +31,8 @@ class Block2D(nn.Module):
             self.resnets = nn.ModuleList([ResnetBlock(layer.resnet_in, c, t, g, eps, scale) for layer in spec.layers])
         if spec.attention:
             self.attentions = nn.ModuleList(
-                [SpatialTransformer(c, cfg.heads, context_dim or cfg.cross_attention_dim, g, context_scale)
+                [SpatialTransformer(c, cfg.heads, (context_dim or cfg.cross_attention_dim) if cross_attention else None,
+                                    g, context_scale)
                  for _ in spec.layers])
         if spec.resample and spec.kind == "down":
             self.downsamplers = nn.ModuleList([Downsample(c, cfg.downsample_padding)])
@@ -39,15 +42,16 @@ class Block2D(nn.Module):
 
 
 class ReferenceUNet(nn.Module):
-    def __init__(self, cfg: UNetConfig):
+    def __init__(self, cfg: UNetConfig, cross_attention: bool = True):
+        """cross_attention False: no cross-attention modules (EchoMimic's ReferenceNet, run without context)."""
         super().__init__()
         self.cfg = cfg
         c0 = cfg.block_out_channels[0]
         self.conv_in = nn.Conv2d(cfg.in_channels, c0, 3, padding=1)
         self.time_embedding = TimestepEmbedding(c0, cfg.time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
-        self.down_blocks = nn.ModuleList([Block2D(s, cfg) for s in down_blocks(cfg)])
-        self.up_blocks = nn.ModuleList([Block2D(s, cfg) for s in up_blocks(cfg)])
-        self.mid_block = Block2D(mid_block(cfg), cfg)
+        self.down_blocks = nn.ModuleList([Block2D(s, cfg, cross_attention=cross_attention) for s in down_blocks(cfg)])
+        self.up_blocks = nn.ModuleList([Block2D(s, cfg, cross_attention=cross_attention) for s in up_blocks(cfg)])
+        self.mid_block = Block2D(mid_block(cfg), cfg, cross_attention=cross_attention)
 
     def forward(self, latents: torch.Tensor, context: torch.Tensor | None, up_to_mid: bool = False
                 ) -> list[torch.Tensor]:

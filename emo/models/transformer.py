@@ -26,13 +26,14 @@ class ReferenceKV(NamedTuple):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, context_scale: float = 1.0):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, context_scale: float = 1.0):
+        """context_dim None: no cross-attention at all (EchoMimic's ReferenceNet has none)."""
         super().__init__()
         self.context_scale = context_scale  # EchoMimic scales its audio cross-attention (3.0)
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, heads, head_dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, heads, head_dim, context_dim)
+        self.norm2 = nn.LayerNorm(dim) if context_dim is not None else None
+        self.attn2 = Attention(dim, heads, head_dim, context_dim) if context_dim is not None else None
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
@@ -46,10 +47,10 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, ref: ReferenceKV | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (b, l, c), context (b, t, c_ctx) -> (output, norm1 record (b, l, c)). Without a context the
-        cross-attention is skipped (EchoMimic's ReferenceNet)."""
+        cross-attention is skipped."""
         n = self.norm1(x)
         x = self.self_attention(n, ref) + x
-        if context is not None:
+        if context is not None and self.attn2 is not None:
             a = self.attn2(self.norm2(x), context)
             x = (a if self.context_scale == 1.0 else a * self.context_scale) + x
         return self.ff(self.norm3(x)) + x, n
@@ -58,7 +59,7 @@ class TransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """GroupNorm -> 1x1 conv in -> one TransformerBlock -> 1x1 conv out, residual."""
 
-    def __init__(self, channels: int, heads: int, context_dim: int, groups: int, context_scale: float = 1.0):
+    def __init__(self, channels: int, heads: int, context_dim: int | None, groups: int, context_scale: float = 1.0):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
