@@ -20,10 +20,18 @@ from .config import PRESETS, ModelConfig, ShapeRanges
 from .errors import InputError
 from .geometry import Geometry, size_unit
 from .models.unet_layout import transformer_specs
+from .models.whisper_encoder import whisper_preset
+from .preprocess.whisper_features import WINDOW
 
 FLOAT = "float"  # follows the precision of the export (float32 or float16)
 COMPONENTS = ("audio_encoder", "audioproj", "imageproj", "face_locator", "vae_encoder", "vae_decoder",
               "reference", "motion", "denoiser")
+ECHOMIMIC_COMPONENTS = ("audio_encoder", "face_locator", "vae_encoder", "vae_decoder", "reference", "denoiser")
+
+
+def component_names(cfg: ModelConfig) -> tuple[str, ...]:
+    """The exportable components of a model's family."""
+    return ECHOMIMIC_COMPONENTS if cfg.family == "echomimic" else COMPONENTS
 
 
 @dataclass(frozen=True)
@@ -165,26 +173,44 @@ def _dims(cfg: ModelConfig, r: ShapeRanges) -> dict[str, Dim]:
     return {k: Dim(*(p[k] for p in points)) for k in points[0]}
 
 
+def _spec(dims: dict[str, Dim], name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+          fp32_only: bool = False, at_least: dict[str, int] | None = None) -> ComponentSpec:
+    """A component with the dimensions its tensors use (raised to `at_least` where given)."""
+    used = {d for t in (*inputs, *outputs) for d in t.shape if isinstance(d, str)}
+    own = {k: dims[k] for k in sorted(used)}
+    for k, lo in (at_least or {}).items():
+        own[k] = Dim(*(max(lo, v) for v in (own[k].min, own[k].opt, own[k].max)))
+    return ComponentSpec(name, tuple(inputs), tuple(outputs), own, fp32_only)
+
+
+def _kv_specs(cfg: ModelConfig, entries: int) -> list[TensorSpec]:
+    """Reference keys/values of every denoiser self-attention layer: (entries, heads, tok_k, d) each."""
+    u = cfg.unet
+    return [TensorSpec(n, (entries, u.heads, f"tok_{block.depth}", block.channels // u.heads))
+            for i, block in enumerate(transformer_specs(u)) for n in kv_names(i)]
+
+
+def _vae_specs(cfg: ModelConfig, dims: dict[str, Dim]) -> list[ComponentSpec]:
+    latents = TensorSpec("latents", ("images", cfg.vae.latent_channels, "lat_0", "lat_0"))
+    return [_spec(dims, "vae_encoder", [TensorSpec("pixels", ("images", 3, "pix", "pix"))], [latents]),
+            _spec(dims, "vae_decoder", [latents], [TensorSpec("frames", ("images", 3, "pix", "pix"))])]
+
+
 def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, ComponentSpec]:
     """The IO spec of every exportable component of a model config."""
     dims = _dims(cfg, ranges)
+    if cfg.family == "echomimic":
+        return _echomimic_specs(cfg, dims)
     u, a, w = cfg.unet, cfg.audioproj, cfg.wav2vec
     levels = len(u.block_out_channels)
     lat, c0, c_mid, lat_mid = "lat_0", u.block_out_channels[0], u.block_out_channels[-1], f"lat_{levels - 1}"
     img_tokens = (cfg.imageproj.tokens, u.cross_attention_dim)
-    kv = []
-    for i, block in enumerate(transformer_specs(u)):
-        shape = (2, u.heads, f"tok_{block.depth}", block.channels // u.heads)
-        kv += [TensorSpec(n, shape) for n in kv_names(i)]
+    kv = _kv_specs(cfg, 2)
     masks = [TensorSpec(mask_name(k), (3, f"tok_{k}")) for k in range(levels)]
 
     def spec(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], fp32_only: bool = False,
              at_least: dict[str, int] | None = None) -> ComponentSpec:
-        used = {d for t in (*inputs, *outputs) for d in t.shape if isinstance(d, str)}
-        own = {k: dims[k] for k in sorted(used)}
-        for k, lo in (at_least or {}).items():
-            own[k] = Dim(*(max(lo, v) for v in (own[k].min, own[k].opt, own[k].max)))
-        return ComponentSpec(name, tuple(inputs), tuple(outputs), own, fp32_only)
+        return _spec(dims, name, inputs, outputs, fp32_only, at_least)
 
     specs = [
         spec("audio_encoder",
@@ -198,10 +224,7 @@ def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, Componen
              [TensorSpec("image_tokens", ("batch", *img_tokens))]),
         spec("face_locator", [TensorSpec("face_region", (1, 3, "pix", "pix"))],
              [TensorSpec("face_feature", (1, c0, lat, lat))]),
-        spec("vae_encoder", [TensorSpec("pixels", ("images", 3, "pix", "pix"))],
-             [TensorSpec("latents", ("images", cfg.vae.latent_channels, lat, lat))]),
-        spec("vae_decoder", [TensorSpec("latents", ("images", cfg.vae.latent_channels, lat, lat))],
-             [TensorSpec("frames", ("images", 3, "pix", "pix"))]),
+        *_vae_specs(cfg, dims),
         spec("reference",
              [TensorSpec("ref_latent", (1, u.in_channels, lat, lat)), TensorSpec("ref_context", (2, *img_tokens))],
              kv),
@@ -222,5 +245,38 @@ def component_specs(cfg: ModelConfig, ranges: ShapeRanges) -> dict[str, Componen
               TensorSpec("ref_index", ("frames",), "int64"),  # the reference entry (of the 2) each frame reads
               *masks, *kv],
              [TensorSpec("noise_pred", (1, u.out_channels, "frames", lat, lat))]),
+    ]
+    return {s.name: s for s in specs}
+
+
+def echomimic_audio_encoder(cfg: ModelConfig):
+    """The whisper encoder shape every EchoMimic model uses (whisper-tiny's, at the model's audio width)."""
+    return replace(whisper_preset("whisper-tiny"), n_state=cfg.audio_attention.dim)
+
+
+def _echomimic_specs(cfg: ModelConfig, dims: dict[str, Dim]) -> dict[str, ComponentSpec]:
+    """EchoMimic's components: no image tokens, masks or motion frames; one reference entry (E = 1) read by every
+    cond frame; the audio tokens are the denoiser's cross-attention context. The log-mel and the per-frame
+    windows of the whisper features stay on the host (`emo.preprocess.whisper_features`)."""
+    u, fl = cfg.unet, cfg.face_locator
+    lat, c0 = "lat_0", u.block_out_channels[0]
+    w = echomimic_audio_encoder(cfg)
+    frame_tokens = (sum(WINDOW) * w.hidden_states, w.n_state)  # 10 feature steps x hidden states per video frame
+    kv = _kv_specs(cfg, 1)
+    specs = [
+        _spec(dims, "audio_encoder", [TensorSpec("mel", (1, w.n_mels, 2 * w.n_ctx), "float32")],
+              [TensorSpec("hidden_states", (w.hidden_states, w.n_ctx, w.n_state), "float32")], fp32_only=True),
+        _spec(dims, "face_locator", [TensorSpec("face_mask", (1, fl.conditioning_channels, "pix", "pix"))],
+              [TensorSpec("face_feature", (1, c0, lat, lat))]),
+        *_vae_specs(cfg, dims),
+        _spec(dims, "reference", [TensorSpec("ref_latent", (1, u.in_channels, lat, lat))], kv),
+        _spec(dims, "denoiser",
+              [TensorSpec("sample", ("halves", u.in_channels, "frames", lat, lat)),
+               TensorSpec("timestep", (1,), "float32"),
+               TensorSpec("guidance_scale", (1,)),
+               TensorSpec("audio_tokens", ("halves", "frames", *frame_tokens)),
+               TensorSpec("face_feature", ("halves", c0, lat, lat)),
+               *kv],
+              [TensorSpec("noise_pred", (1, u.out_channels, "frames", lat, lat))]),
     ]
     return {s.name: s for s in specs}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .config import ModelConfig
+from .config import FAMILIES, ModelConfig
 from .errors import InputError
 from .io_spec import ShapeRanges, component_specs
 
@@ -57,6 +57,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     engine: dict | None = None  # plan directories: flavour, version, targets, typing, flags, source export
     quantization: dict = field(default_factory=dict)  # int8 / fp8 exports: policy, calibration, accuracy gate
+    family: str = "hallo"  # the run family the weights are for: hallo, echomimic or echomimic-acc
 
     def model(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model_config)
@@ -114,6 +115,15 @@ def manifest_format(directory: str | Path) -> str | None:
         return None
 
 
+def manifest_family(directory: str | Path) -> str | None:
+    """The run family a directory's graphs are for ("hallo" for manifests from before families), None when there
+    is no readable manifest (for choosing a backend and renderer before anything loads)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST_FILE).read_text()).get("family", "hallo")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_manifest(directory: str | Path, expect_format: str, components: tuple[str, ...] = ()) -> Manifest:
     """Load and check the manifest of an export directory (`expect_format` "onnx") or a plan directory
     ("tensorrt"): version, config hash, IO specs, and that the files are there."""
@@ -141,6 +151,8 @@ def read_manifest(directory: str | Path, expect_format: str, components: tuple[s
         raise EngineDirError(f"{directory} holds {m.format} graphs, this backend runs {expect_format}")
     if cfg.config_hash() != m.config_hash:
         raise EngineDirError(f"{path}: model config does not match its hash {m.config_hash} (edited or corrupt)")
+    if m.family not in FAMILIES or (m.family == "hallo") != (cfg.family == "hallo"):
+        raise EngineDirError(f"{path}: run family {m.family!r} does not fit its model config ({cfg.family})")
     specs = component_specs(cfg, ranges)
     missing = [c for c in components if c not in m.components]
     if missing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io_spec import COMPONENTS
+from ..io_spec import COMPONENTS, ECHOMIMIC_COMPONENTS
 from .common import run_main
 
 PROG = "emo-build-engine"
@@ -23,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", metavar="SM,...",
                    help="compute capabilities to build for (tensorrt-rtx: default sm_80,sm_86,sm_89,sm_120,sm_121; "
                         "tensorrt: the GPU it runs on)")
-    p.add_argument("--components", default=",".join(COMPONENTS),
-                   help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
+    p.add_argument("--components",
+                   help=f"comma-separated subset of: {', '.join(COMPONENTS)} (EchoMimic: "
+                        f"{', '.join(ECHOMIMIC_COMPONENTS)}); default: all of the export's model family")
     p.add_argument("--workspace", type=float, metavar="GiB", help="cap on the builder's scratch memory")
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
                    help="builder optimisation level (0: fastest build; default 3)")
@@ -62,11 +63,14 @@ def _run(args: argparse.Namespace) -> int:
         m = refit_engine_dir(args.export_dir, args.out, lambda name: say(f"{name:14s} refitted", flush=True))
         say(f"{PROG}: refitted {len(m.components)} plan(s) in {args.out} with the weights of {args.export_dir}")
         return 0
-    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(COMPONENTS)}")
+    components = None
+    if args.components is not None:
+        known = (*COMPONENTS, *(c for c in ECHOMIMIC_COMPONENTS if c not in COMPONENTS))
+        components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+        unknown = [c for c in components if c not in known]
+        if unknown or not components:
+            raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
+                             f"choose from {', '.join(known)}")
     if args.workspace is not None and args.workspace <= 0:
         raise InputError("--workspace must be > 0 GiB")
     settings = EngineSettings(
@@ -81,8 +85,8 @@ def _run(args: argparse.Namespace) -> int:
 
     m = build_engine_dir(args.export_dir, args.out, settings, components, done, echo=args.verbose)
     e = m.engine
-    say(f"{PROG}: wrote {len(components)} plan(s) and manifest.json to {args.out} ({e['flavour']} {e['version']}, "
-        f"{m.precision}, {', '.join(e['targets'])})")
+    say(f"{PROG}: wrote {len(components or m.components)} plan(s) and manifest.json to {args.out} "
+        f"({e['flavour']} {e['version']}, {m.precision}, {', '.join(e['targets'])})")
     return 0
 
 

@@ -28,7 +28,7 @@ def load_models(args: argparse.Namespace):
     from ..runtime.factory import load_models as load
 
     demo = bool(args.demo) or not (args.models or args.random)
-    return load(RendererSpec(models=args.models, demo=demo, random=args.random))
+    return load(RendererSpec(models=args.models, demo=demo, random=args.random, family=getattr(args, "family", None)))
 
 
 class Terminated(BaseException):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import PRESETS
-from ..io_spec import COMPONENTS, default_ranges, with_max_audio
+from ..config import FAMILIES, PRESETS
+from ..io_spec import COMPONENTS, ECHOMIMIC_COMPONENTS, component_names, default_ranges, with_max_audio
 from .common import add_model_source, load_models, run_main
 
 PROG = "emo-export"
@@ -16,8 +16,12 @@ def _parser() -> argparse.ArgumentParser:
     add_model_source(p, required=False)  # the trained demo model by default
     p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    p.add_argument("--components", default=",".join(COMPONENTS),
-                   help=f"comma-separated subset of: {', '.join(COMPONENTS)}")
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the model family: with --demo, echomimic and echomimic-acc export a tiny random EchoMimic "
+                        "model; with --models, the EchoMimic denoiser to take when the directory holds both")
+    p.add_argument("--components",
+                   help=f"comma-separated subset of: {', '.join(COMPONENTS)} (EchoMimic: "
+                        f"{', '.join(ECHOMIMIC_COMPONENTS)}); default: all of the model's")
     p.add_argument("--ranges", choices=sorted(PRESETS),
                    help="shape ranges the graphs (and later engine profiles) cover; default: the model's preset")
     p.add_argument("--max-audio-seconds", type=float, metavar="S",
@@ -29,17 +33,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_components(given: tuple[str, ...] | None, known: tuple[str, ...]) -> None:
     from ..errors import InputError
+
+    unknown = [c for c in given or () if c not in known]
+    if unknown or given == ():
+        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(dict.fromkeys(known))}")
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..export.checks import check_graph
     from ..export.exporter import export_models
 
-    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(COMPONENTS)}")
+    given = None if args.components is None else tuple(c.strip() for c in args.components.split(",") if c.strip())
+    _check_components(given, (*COMPONENTS, *ECHOMIMIC_COMPONENTS))  # names first, before the (slow) load
     models = load_models(args)
+    known = component_names(models.cfg)
+    _check_components(given, known)
+    components = given or known
     ranges = PRESETS[args.ranges].ranges if args.ranges else None
     if args.max_audio_seconds is not None:
         ranges = with_max_audio(ranges or default_ranges(models.cfg), args.max_audio_seconds)

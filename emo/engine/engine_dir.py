@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
-from ..io_spec import COMPONENTS, component_specs
+from ..io_spec import component_names, component_specs
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, file_sha256, read_manifest, tool_versions
 from ..tensorrt.flavours import Flavour, import_flavour, resolve_flavour, sm_name
 from .builder import BuildError, BuildOptions
@@ -98,7 +98,7 @@ def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dic
     """A fresh manifest, or the existing one's components when it was built the same way from the same export."""
     fresh = Manifest(format="tensorrt", precision=precision, opset=source.opset, model_config=source.model_config,
                      config_hash=source.config_hash, weights_hash=source.weights_hash, ranges=source.ranges,
-                     tools=tools, engine=engine)
+                     tools=tools, engine=engine, family=source.family)
     if not (out_dir / MANIFEST_FILE).is_file():
         return fresh
     try:
@@ -115,12 +115,14 @@ def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dic
 
 
 def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: EngineSettings = EngineSettings(),
-                     components: tuple[str, ...] = COMPONENTS, on_done: Callable[[BuiltPlan], None] | None = None,
+                     components: tuple[str, ...] | None = None, on_done: Callable[[BuiltPlan], None] | None = None,
                      echo: bool = False) -> Manifest:
     """Build `<component>.plan` for each requested component and write the manifest after each (an interrupted
     build leaves a valid directory with the plans done so far). Building into a directory made the same way from
     the same export adds to it; otherwise its manifest is replaced."""
     export_dir, out_dir = Path(export_dir), Path(out_dir)
+    if components is None:  # every component of the export's model family
+        components = component_names(read_manifest(export_dir, "onnx").model())
     source = read_manifest(export_dir, "onnx", components)
     if out_dir.resolve() == export_dir.resolve():
         raise InputError("--out must be another directory than the export (each has its own manifest.json)")

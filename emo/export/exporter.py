@@ -9,7 +9,8 @@ import torch
 from ..checkpoints.model_dir import Models
 from ..checkpoints.state_dict import weights_hash
 from ..config import ShapeRanges
-from ..io_spec import COMPONENTS, component_specs, default_ranges, trace_values
+from ..errors import InputError
+from ..io_spec import component_names, component_specs, default_ranges, echomimic_audio_encoder, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
 from .graphs import component_module
 from .onnx_export import OPSET, ExportedGraph, export_component
@@ -21,7 +22,8 @@ def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: Shape
     """A fresh manifest, or the existing one when the directory already holds graphs of the same model."""
     fresh = Manifest(format="onnx", precision=precision, opset=OPSET, model_config=models.cfg.to_dict(),
                      config_hash=models.cfg.config_hash(), weights_hash=weights, ranges=ranges.to_dict(),
-                     tools=tool_versions("torch", "onnx", "onnxruntime", "transformers"))
+                     tools=tool_versions("torch", "onnx", "onnxruntime", "transformers"),
+                     family=getattr(models, "family", "hallo"))
     if not (out_dir / MANIFEST_FILE).is_file():
         return fresh
     try:
@@ -29,27 +31,33 @@ def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: Shape
     except EngineDirError:
         return fresh
     # ranges compared as ShapeRanges: read back from JSON they hold lists, a fresh one tuples
-    same = (old.config_hash, old.weights_hash, old.precision, old.shape_ranges()) == \
-        (fresh.config_hash, fresh.weights_hash, fresh.precision, ranges)
+    same = (old.config_hash, old.weights_hash, old.precision, old.shape_ranges(), old.family) == \
+        (fresh.config_hash, fresh.weights_hash, fresh.precision, ranges, fresh.family)
     if same:
         fresh.components = old.components
     return fresh
 
 
 def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", ranges: ShapeRanges | None = None,
-                  components: tuple[str, ...] = COMPONENTS,
+                  components: tuple[str, ...] | None = None,
                   on_done: Callable[[ExportedGraph], None] | None = None) -> Manifest:
     """Write `<component>.onnx` for each requested component and the manifest (rewritten after each graph, so an
     interrupted export leaves a valid directory with the graphs done so far).
 
     Exporting into a directory that holds graphs of the same model, weights, precision and ranges adds to it;
-    otherwise its manifest is replaced. The models are converted to the export precision in place.
+    otherwise its manifest is replaced. The models are converted to the export precision in place. `models`: a
+    Hallo model (Models) or an EchoMimic one (EchoMimicModels); components: default all of its family's.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    unknown = [c for c in components if c not in COMPONENTS]
+    known = component_names(models.cfg)
+    components = known if components is None else components
+    unknown = [c for c in components if c not in known]
     if unknown:
-        raise ValueError(f"unknown component(s) {', '.join(unknown)} (choose from {', '.join(COMPONENTS)})")
+        raise ValueError(f"unknown component(s) {', '.join(unknown)} (choose from {', '.join(known)})")
+    if models.cfg.family == "echomimic" and models.audio_encoder.cfg != echomimic_audio_encoder(models.cfg):
+        raise InputError(f"EchoMimic exports take a whisper-tiny encoder ({echomimic_audio_encoder(models.cfg)}), "
+                         f"not {models.audio_encoder.cfg}")
     ranges = ranges or default_ranges(models.cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

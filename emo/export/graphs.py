@@ -92,6 +92,10 @@ def component_module(name: str, cfg: ModelConfig, net: HalloNet, vae: VAE, encod
                      spec: ComponentSpec) -> nn.Module:
     """The export wrapper of one component, taking the inputs of its IO spec `spec` (eval mode; the caller
     chooses device and dtype)."""
+    if cfg.family == "echomimic":
+        from .echo_graphs import echo_component_module
+
+        return echo_component_module(name, cfg, net, vae, encoder, spec)
     scaling = cfg.vae.scaling_factor
     modules = {
         "audio_encoder": lambda: AudioEncoderGraph(encoder),

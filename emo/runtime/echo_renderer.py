@@ -4,7 +4,8 @@ EchoMimic's conditioning and its faithful sampling mode — the whole video deno
 Faithful means memory and time to the first frame grow with the video's length: every frame's latents, audio
 tokens and the prediction sums live until the last step (about 0.3 MB a frame at 512² in float32, ~0.45 GB a
 minute at 24 fps, beside the constant working set of one window), and frames leave only after the last step,
-decoded a few at a time. Eager torch only (any device).
+decoded a few at a time. Backends: eager torch (`EchoTorchBackend`, any device) or the graphs of an EchoMimic
+export on ONNX Runtime (`echo_graph_backend`); both run the same window loop (`sample_video`).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ seeded random weights of a preset (`random`, for benchmarks and tests).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,10 @@ class RendererSpec:
     def resolved_backend(self) -> str:
         """auto: with an engine directory, tensorrt for a plan directory or onnxruntime for an export directory;
         torch-fast on a CUDA GPU when the dtype is half precision (or not given); eager torch otherwise (and always
-        for an EchoMimic model)."""
+        for an EchoMimic model without an export)."""
         if self.backend != "auto":
             return self.backend
-        if self.model_family() != "hallo":
+        if self.model_family() != "hallo" and not self.engine_dir:
             return "torch"
         if self.engine_dir:
             from ..manifest import manifest_format
@@ -84,9 +85,9 @@ class RendererSpec:
             raise InputError(f"unknown preset {self.random!r} (choose {', '.join(PRESETS)})")
         family = self.model_family()
         backend = self.resolved_backend()
-        if family != "hallo" and backend != "torch":
-            raise InputError(f"EchoMimic models run on the torch backend (not {backend}); their export and "
-                             "engines are not available yet")
+        if family != "hallo" and backend != "torch" and not (backend == "onnxruntime" and self.engine_dir):
+            raise InputError(f"EchoMimic models run on the torch backend (not {backend}), or on onnxruntime from "
+                             "an export (--engine-dir DIR, made by emo-export)")
         graph = backend in GRAPH_BACKENDS
         if graph and not self.engine_dir:
             what = "emo-export" if backend == "onnxruntime" else "emo-build-engine"
@@ -109,6 +110,7 @@ class RendererSpec:
     def model_family(self) -> str:
         """The family of the model source (checked against --family; files are looked at, none is loaded)."""
         from ..checkpoints.echomimic_dir import detect_family, is_echomimic_dir
+        from ..manifest import manifest_family
 
         if self.family is not None and self.family not in FAMILIES:
             raise InputError(f"unknown model family {self.family!r} (choose {', '.join(FAMILIES)})")
@@ -118,8 +120,11 @@ class RendererSpec:
             return detect_family(Path(self.models), self.family)
         if self.random is not None and PRESETS[self.random].model.family != "hallo":
             return self.family if self.family not in (None, "hallo") else "echomimic-acc"
-        if self.engine_dir and self.family not in (None, "hallo"):
-            raise InputError("EchoMimic models have no export or engines yet: use --models DIR or --demo")
+        if self.engine_dir:
+            exported = manifest_family(self.engine_dir)
+            if exported is not None and self.family not in (None, exported):
+                raise InputError(f"{self.engine_dir} holds an export for {exported}, not --family {self.family}")
+            return exported or self.family or "hallo"
         if self.models and self.family not in (None, "hallo"):
             raise InputError(f"{self.models} is not in EchoMimic's pretrained_weights layout (it has no "
                              "reference_unet.pth or denoising_unet[_acc].pth)")
@@ -149,13 +154,27 @@ class RendererSpec:
         random weights, Hallo's otherwise."""
         family = self.model_family()
         if family != "hallo":
-            size = PRESETS["echomimic-tiny" if self.demo else self.random or "echomimic-sd15"].run.size
+            name = "echomimic-tiny" if self.demo else self.random or self._exported_preset() or "echomimic-sd15"
+            size = PRESETS[name].run.size
             return dataclasses.replace(ECHOMIMIC_RUNS[family], size=size)
         if self.demo:
             return PRESETS["demo"].run
         if self.random:
             return PRESETS[self.random].run
         return PRESETS["hallo-sd15"].run
+
+
+    def _exported_preset(self) -> str | None:
+        """The preset an engine directory's model is (its run size), None when not a preset."""
+        if not self.engine_dir:
+            return None
+        from ..manifest import MANIFEST_FILE
+
+        try:
+            name = json.loads((Path(self.engine_dir) / MANIFEST_FILE).read_text())["model_config"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return name if name in PRESETS else None
 
 
 def _check_cuda(device: str, needed: bool, backend: str) -> None:
@@ -199,7 +218,13 @@ def build_backend(spec: RendererSpec, models: Models | None = None) -> Backend:
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        graphs = OnnxRuntimeBackend(spec.engine_dir, "cpu" if spec.device == "auto" else spec.device)
+        device = "cpu" if spec.device == "auto" else spec.device
+        if spec.model_family() != "hallo":
+            from .echo_graph_backend import onnxruntime_echo_backend
+
+            graphs = onnxruntime_echo_backend(spec.engine_dir, device)
+        else:
+            graphs = OnnxRuntimeBackend(spec.engine_dir, device)
         exported = graphs.manifest.precision
         if spec.dtype not in (None, exported):
             raise InputError(f"{spec.engine_dir} holds {exported} graphs; --dtype {spec.dtype} needs another export")

@@ -33,9 +33,10 @@ def _ort():
 class OnnxRuntimeBackend(GraphBackend):
     name = "onnxruntime"
 
-    def __init__(self, export_dir: str | Path, device: str = "cpu", threads: int = 0):
+    def __init__(self, export_dir: str | Path, device: str = "cpu", threads: int = 0,
+                 required: tuple[str, ...] = REQUIRED):
         ort = _ort()
-        super().__init__(Path(export_dir), read_manifest(export_dir, "onnx", REQUIRED))
+        super().__init__(Path(export_dir), read_manifest(export_dir, "onnx", required))
         self.providers = execution_providers(device, ort.get_available_providers())
         self.device, self.dtype = torch.device("cpu"), torch.float32  # host tensors; the provider owns its memory
         self._dtypes = {c: {t.name: t.numpy_dtype(self.manifest.components[c].precision) for t in spec.inputs}
