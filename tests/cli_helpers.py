@@ -26,14 +26,19 @@ def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, list[str]]:
     return rc, err, sorted(p.name for p in out_dir.iterdir())
 
 
+def one_error_line(err: str, prog: str) -> str:
+    """stderr that is exactly one `PROG: error:` line, without a traceback -> that line."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and "Traceback" not in err, err
+    return lines[0]
+
+
 def assert_refused(tmp_path: Path, args: list[str], match: str, code: int | None = None) -> str:
     """One `emo-run: error:` line containing `match`, no traceback, nothing in tmp_path/out; exit `code` (any
     non-zero when None) -> the line."""
     rc, err, left = run_cli(tmp_path, *args)
     assert rc != 0 if code is None else rc == code, (rc, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("emo-run: error:"), err
-    assert "Traceback" not in err
+    line = one_error_line(err, "emo-run")
     assert match.lower() in err.lower(), err
     assert left == [], left
-    return lines[0]
+    return line

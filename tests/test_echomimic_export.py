@@ -2,10 +2,8 @@
 and the refusals of mismatched exports."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 from emo.config import ECHOMIMIC_SD15, PRESETS
 from emo.io_spec import ECHOMIMIC_COMPONENTS, component_specs, kv_names
 from emo.models.unet_layout import transformer_specs
+
+from .cli_helpers import one_error_line, quiet
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -24,17 +24,7 @@ FRAME_TOLERANCE = 1e-3
 RENDER = ["--size", "128", "--steps", "2", "--frames-per-clip", "6", "--quiet", "--device", "cpu"]
 
 
-def _cli(main, *args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = main(list(args))
-    return rc, err.getvalue()
-
-
-def _one_line(err: str, prog: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and "Traceback" not in err, err
-    return lines[0]
+_cli, _one_line = quiet, one_error_line
 
 
 @pytest.fixture(scope="module")

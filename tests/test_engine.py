@@ -4,14 +4,12 @@ build failures, and the runtime's import hygiene. Running the plans needs a GPU:
 from __future__ import annotations
 
 import ast
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +26,8 @@ from emo.export.exporter import export_models
 from emo.io_spec import COMPONENTS, component_specs
 from emo.manifest import EngineDirError, file_sha256, read_manifest
 from emo.tensorrt.plan_dir import TRT_DTYPES, check_target, open_plan_dir, select_profile
+
+from .cli_helpers import one_error_line, quiet
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX is not installed "
                                                           "(pip install 'emo-runtime[tensorrt-rtx]')")
@@ -48,17 +48,7 @@ def micro_models():
     return random_models(cfg=MICRO)
 
 
-def _cli(main, *args: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        rc = main(list(args))
-    return rc, err.getvalue()
-
-
-def _one_line(err: str, prog: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and "Traceback" not in err, err
-    return lines[0]
+_cli, _one_line = quiet, one_error_line
 
 
 @pytest.fixture(scope="module")
