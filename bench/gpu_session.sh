@@ -13,13 +13,18 @@
 #   demo       the trained demo model at fp16 / bf16 (torch and torch-fast): PSNR vs fp32 and lip-sync r
 #   attention  the two-source attention at real size under each SDPA back end and the Triton kernel
 #   memory     the meta-device memory estimate of a render
+#   fast-step  bench/fast_step.py: the real-size step eager / torch-fast / compiled / compiled + FP8, guided and
+#              conditional-only (FP8 scales from one eager step)
+#   fast-warmup  the first compiled step in a fresh process with a cold, then a warm inductor cache
+#   fast-psnr  the trained demo model's frames in fp16 / bf16 / fp16 + FP8 against fp32 (PSNR, lip-sync r)
 #
 # Usage:  bench/gpu_session.sh [RESULTS_DIR]       (or EMO_RESULTS=DIR; default bench/results/<date>-gpu-session)
 #         EMO_WHEELS=DIR: where the wheels are (default .wheels)
 #         EMO_GPU_DRY_RUN=1 bench/gpu_session.sh DIR   the same stages on the CPU at the tiny preset, with
 #         limits 4x as long (a shared CPU is slow); the tests run it so that this script cannot rot.
-# The stage limits add up to 540 s (+5 s grace each): under 10 minutes on one H100, whatever happens. The
-# headline measurements come first, so a session cut short keeps them.
+# The stage limits add up to 540 s (+5 s grace each): 9 minutes on one H100, whatever happens. The headline
+# measurements come first, so a session cut short keeps them. In a dry run the fast-* stages trace the step
+# without code generation (torch.compile's "eager" backend) and emulate FP8: they test the harness, not speed.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -90,6 +95,9 @@ if [ "$dry" = 1 ]; then
             --out "$results/golden.json")
     demo=(python3 bench/demo_precision.py --device cpu --dtypes fp32,bf16 --clips 1 --seconds 1 --steps 1
           --out "$results/demo.json")
+    fast_step=(python3 bench/fast_step.py step --dry-run --steps 1 --out "$results/fast-step.json")
+    fast_warmup=(python3 bench/fast_step.py warmup --dry-run --out "$results/fast-warmup.json")
+    fast_psnr=(python3 bench/fast_step.py psnr --dry-run --seconds 1 --demo-steps 1 --out "$results/fast-psnr.json")
 else
     tests_cuda=(python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests)
     tests_kernels=(python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py)
@@ -98,15 +106,21 @@ else
     memory=(python3 bench/memory_estimate.py --out "$results/memory.json")
     golden=(python3 bench/golden_precision.py --out "$results/golden.json")
     demo=(python3 bench/demo_precision.py --backends torch,torch-fast --out "$results/demo.json")
+    fast_step=(python3 bench/fast_step.py step --steps 5 --out "$results/fast-step.json")
+    fast_warmup=(python3 bench/fast_step.py warmup --out "$results/fast-warmup.json")
+    fast_psnr=(python3 bench/fast_step.py psnr --out "$results/fast-psnr.json")
 fi
 
 stage env 20 bash -c env_check
-stage bench 160 "${bench[@]}"
-stage golden 110 "${golden[@]}"
-stage demo 30 "${demo[@]}"
-stage tests-cuda 100 "${tests_cuda[@]}"
-stage tests-kernels 80 "${tests_kernels[@]}"
-stage attention 25 "${attention[@]}"
-stage memory 15 "${memory[@]}"
+stage bench 100 "${bench[@]}"
+stage fast-step 110 "${fast_step[@]}"
+stage golden 60 "${golden[@]}"
+stage demo 25 "${demo[@]}"
+stage fast-psnr 30 "${fast_psnr[@]}"
+stage fast-warmup 60 "${fast_warmup[@]}"
+stage tests-cuda 70 "${tests_cuda[@]}"
+stage tests-kernels 40 "${tests_kernels[@]}"
+stage attention 15 "${attention[@]}"
+stage memory 10 "${memory[@]}"
 cat "$summary"
 ! grep -qv -e '^stage' -e $'\tok\t' "$summary"

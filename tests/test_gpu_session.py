@@ -12,7 +12,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["env", "bench", "golden", "demo", "tests-cuda", "tests-kernels", "attention", "memory"]
+STAGES = ["env", "bench", "fast-step", "golden", "demo", "fast-psnr", "fast-warmup", "tests-cuda",
+          "tests-kernels", "attention", "memory"]
 
 
 def test_gpu_session_dry_run(tmp_path):

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="torch-fast's Triton kernels: all, none or names (default none, as torch-fast runs; on the "
                         "CPU they would run in Triton's interpreter)")
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions (torch and torch-fast)")
+    p.add_argument("--compile", nargs="?", const="graph", choices=["graph", "reduce-overhead"],
+                   help="torch-fast's step through torch.compile (see emo-run --compile)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="also profile one clip of STEPS denoising steps per backend with torch.profiler (top ops)")
     p.add_argument("--out", help="result JSON (default: <date>-<device>-bench.json in the current directory)")
@@ -294,7 +296,8 @@ def _run(args: argparse.Namespace) -> int:
         demo=args.demo and name not in GRAPH_BACKENDS, random=None if args.demo or name in GRAPH_BACKENDS else preset,
         engine_dir=args.engine_dir if name in GRAPH_BACKENDS else None, backend=name, device=str(dev),
         dtype=None if name in GRAPH_BACKENDS else dtype, kernels=kernels if name == "torch-fast" else None,
-        channels_last=args.channels_last, fast_on_cpu=not cuda) for name in names}
+        channels_last=args.channels_last, fast_on_cpu=not cuda,
+        compile=args.compile if name == "torch-fast" else None) for name in names}
     for spec in specs.values():
         spec.check()
     torch_specs = [s for s in specs.values() if s.backend not in GRAPH_BACKENDS]
@@ -305,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
     report = {"command": " ".join([PROG, *sys.argv[1:]]) if sys.argv[0].endswith(PROG) else " ".join(sys.argv),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": env,
               "settings": {"preset": preset, "dtype": dtype, "device": str(dev), "kernels": list(kernels),
-                           "channels_last": args.channels_last,
+                           "channels_last": args.channels_last, "compile": args.compile,
                            "run": run.__dict__ | {"motion_scale": list(run.motion_scale)},
                            "clips": args.clips, "warmup": args.warmup},
               "results": {}, "complete": False}

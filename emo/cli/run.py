@@ -50,6 +50,13 @@ def add_renderer_options(p: argparse.ArgumentParser, demo_help: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
                    help="torch: fp32 (default), fp16 or bf16; onnxruntime: must match the exported graphs")
+    p.add_argument("--compile", nargs="?", const="graph", choices=["graph", "reduce-overhead"],
+                   help="torch-fast: the denoising step through torch.compile (inductor; cache in "
+                        "$XDG_CACHE_HOME/emo-runtime/inductor or $EMO_INDUCTOR_CACHE), inside torch-fast's CUDA graph "
+                        "(graph, the default) or in inductor's own (reduce-overhead); q/k/v in one GEMM")
+    p.add_argument("--fp8-scales", metavar="FILE",
+                   help="torch-fast: the denoiser's linear layers in FP8 (GPUs with compute capability >= 8.9), "
+                        "activation scales from FILE (emo.calibration.linear_amax)")
     p.add_argument("--face-expand-ratio", type=float, default=1.2, help="face-region box scale (Hallo: 1.2)")
     p.add_argument("--face-models", metavar="DIR",
                    help="InsightFace ONNX models (SCRFD detector, ArcFace embedding) to use instead of OpenCV's "
@@ -106,7 +113,7 @@ def renderer_spec(args: argparse.Namespace) -> RendererSpec:
     return RendererSpec(models=args.models, engine_dir=args.engine_dir, demo=bool(args.demo), backend=args.backend,
                         device=args.device, dtype=args.dtype, face_models=args.face_models,
                         separate_vocals=args.separate_vocals, face_expand_ratio=args.face_expand_ratio,
-                        family=args.family)
+                        family=args.family, compile=args.compile, fp8_scales=args.fp8_scales)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

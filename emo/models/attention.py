@@ -15,7 +15,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 class Attention(nn.Module):
-    """Multi-head attention with diffusers' parameter layout (to_q/to_k/to_v without bias, to_out with bias)."""
+    """Multi-head attention with diffusers' parameter layout (to_q/to_k/to_v without bias, to_out with bias).
+
+    fuse_qkv() makes self-attention compute q, k and v in one GEMM: the three weights concatenated once, kept
+    outside the parameters (state_dict and its names are unchanged)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
         super().__init__()
@@ -34,13 +37,36 @@ class Attention(nn.Module):
         b, h, length, d = x.shape
         return x.transpose(1, 2).reshape(b, length, h * d)  # b h l d -> b l (h d)
 
+    def fuse_qkv(self) -> bool:
+        """Concatenate to_q/to_k/to_v's weights (3·inner, c) for self-attention; call it once the weights are on
+        their final device and dtype (a later cast or reload leaves the fused copy stale: call it again). False,
+        and nothing fused, where the projections are not plain Linear layers (e.g. FP8) or k/v take another width."""
+        plain = all(type(m) is nn.Linear for m in (self.to_q, self.to_k, self.to_v))
+        if not plain or self.to_k.in_features != self.to_q.in_features:
+            self.__dict__.pop("_qkv_weight", None)
+            return False
+        with torch.no_grad():
+            self.__dict__["_qkv_weight"] = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        return True
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of self-attention on x (b, l, c), split into heads: (b, h, l, d) each."""
+        fused = self.__dict__.get("_qkv_weight")
+        if fused is None:
+            return self.split_heads(self.to_q(x)), *self.kv(x)
+        q, k, v = F.linear(x, fused).chunk(3, dim=-1)  # b l c -> 3 x b l (h d)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of `context` (b, l, c), split into heads: (b, h, l, d) each."""
         return self.split_heads(self.to_k(context)), self.split_heads(self.to_v(context))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        k, v = self.kv(x if context is None else context)
-        return self.to_out(self.merge_heads(attention(self.split_heads(self.to_q(x)), k, v)))
+        if context is None:
+            q, k, v = self.qkv(x)
+        else:
+            q, (k, v) = self.split_heads(self.to_q(x)), self.kv(context)
+        return self.to_out(self.merge_heads(attention(q, k, v)))
 
 
 class FeedForward(nn.Module):

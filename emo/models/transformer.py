@@ -41,7 +41,7 @@ class TransformerBlock(nn.Module):
         """Plain self-attention, or, with `ref`, [own ‖ reference entry] keys for the last fc rows (the cond half)."""
         if ref is None:
             return self.attn1(x)
-        q, (k, v) = self.attn1.split_heads(self.attn1.to_q(x)), self.attn1.kv(x)
+        q, k, v = self.attn1.qkv(x)
         return self.attn1.to_out(self.attn1.merge_heads(two_source_attention(q, k, v, ref.k, ref.v, ref.index)))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, ref: ReferenceKV | None = None

@@ -20,6 +20,8 @@ from ..config import ECHOMIMIC_RUNS, FAMILIES, PRESETS, RunConfig
 from ..errors import InputError
 from ..validation import check_face_expand_ratio
 from .backend import Backend, TorchBackend
+from .compiled_step import COMPILE_MODES
+from .fp8_linear import fp8_refusal
 from .renderer import Renderer
 
 BACKENDS = ("torch", "torch-fast", "onnxruntime", "tensorrt")
@@ -46,6 +48,8 @@ class RendererSpec:
     channels_last: bool = False  # NHWC convolutions (torch, torch-fast)
     fast_on_cpu: bool = False  # let torch-fast run its code path on the CPU in fp32 (emo-bench's harness, tests)
     family: str | None = None  # hallo, echomimic, echomimic-acc (None: what the model source is)
+    compile: str | None = None  # torch-fast: the step through torch.compile, "graph" or "reduce-overhead"
+    fp8_scales: str | None = None  # torch-fast: FP8 linear layers with this scales file (emo.calibration.linear_amax)
 
     def sources(self) -> list[str]:
         return [name for name, given in (("models", self.models), ("engine_dir", self.engine_dir),
@@ -103,6 +107,14 @@ class RendererSpec:
                 raise InputError("--backend torch-fast runs on a CUDA GPU (use --backend torch on the CPU)")
             if self.dtype not in FAST_DTYPES:
                 raise InputError("--backend torch-fast runs fp16 or bf16 (use --backend torch for fp32)")
+        if (self.compile or self.fp8_scales) and backend != "torch-fast":
+            raise InputError(f"--compile and --fp8-scales are torch-fast options (not {backend})")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise InputError(f"unknown compile mode {self.compile!r} (choose {', '.join(COMPILE_MODES)})")
+        if self.fp8_scales:
+            refusal = fp8_refusal("cuda" if self.device == "auto" else self.device)
+            if refusal:
+                raise InputError(refusal)
         if backend != "onnxruntime":  # onnxruntime checks its own CUDA provider
             _check_cuda(self.device, needed=backend == "torch-fast" and self.device != "cpu", backend=backend)
         return backend
@@ -244,9 +256,13 @@ def build_backend(spec: RendererSpec, models: Models | None = None) -> Backend:
         from .torch_fast_backend import TorchFastBackend
 
         kw = {} if spec.kernels is None else {"kernels": spec.kernels}
+        if spec.fp8_scales:
+            from .fp8_convert import Fp8Scales
+
+            kw["fp8"] = Fp8Scales.load(spec.fp8_scales)
         dtype = spec.dtype or ("fp32" if spec.device == "cpu" else "fp16")
         return TorchFastBackend(models, "cuda" if spec.device == "auto" else spec.device, dtype,
-                                channels_last=spec.channels_last, **kw)
+                                channels_last=spec.channels_last, compile=spec.compile, **kw)
     return TorchBackend(models, spec.device, spec.dtype or "fp32", channels_last=spec.channels_last)
 
 

@@ -10,7 +10,11 @@
   default: on a GPU they measured slower than cuDNN (docs/performance.md);
 - on CUDA, a clip's VAE decode split: the n frames the next clip needs as motion frames decoded at once, the
   others on a side stream while the next clip is denoised, copied to pinned host memory there without blocking
-  (`pipelined`; the renderer yields one clip late, and waits only for that clip's copy).
+  (`pipelined`; the renderer yields one clip late, and waits only for that clip's copy);
+- opt-in, a lighter step: `compile` (the step of each shape and plan through inductor, compiled_step.py), q/k/v of
+  every self-attention in one GEMM (`fuse_qkv`, on with `compile`), and the denoiser's linear layers in FP8
+  (`fp8`: scales from emo.calibration.linear_amax; refused where the GPU has no FP8 unless `fp8_emulate`). Their
+  GPU speed has not been measured.
 
 Without CUDA (tests) the same static-buffer path runs eagerly, so its bookkeeping is checked on any machine.
 """
@@ -19,12 +23,17 @@ from __future__ import annotations
 import torch
 
 from ..checkpoints.model_dir import Models
+from ..errors import InputError
 from ..kernels import registry
+from ..models.attention import Attention
 from ..sampling.conditioning import ClipConditioning, StepInputs
 from ..sampling.latents import decode_frames
 from ..sampling.step_plan import StepPlan
 from ..sampling.torch_model import cached_step, check_halves, guided_step
-from .backend import DecodedClip, TorchBackend, decoded_now
+from .backend import DecodedClip, TorchBackend, decoded_now, resolve_device
+from .compiled_step import check_mode, compile_step
+from .fp8_convert import Fp8Scales, convert_to_fp8
+from .fp8_linear import fp8_refusal
 from .static_step import BoundStep, StaticStep, StepCache
 
 
@@ -35,9 +44,21 @@ class TorchFastBackend(TorchBackend):
     def __init__(self, models: Models, device: str | torch.device = "cuda", dtype: str | torch.dtype = "fp16",
                  cuda_graphs: bool | None = None, kernels: tuple[str, ...] = (),
                  overlap_decode: bool | None = None, decode_batch: int | None = None, max_graphs: int = 4,
-                 channels_last: bool = False):
+                 channels_last: bool = False, compile: str | None = None, fuse_qkv: bool | None = None,
+                 fp8: Fp8Scales | None = None, fp8_emulate: bool = False):
+        check_mode(compile)
+        refusal = None if fp8 is None or fp8_emulate else fp8_refusal(resolve_device(device))
+        if refusal:
+            raise InputError(refusal)
         super().__init__(models, device, dtype, channels_last)
         on_cuda = self.device.type == "cuda"
+        denoiser = self.models.net.denoising_unet
+        self.fp8 = None if fp8 is None else convert_to_fp8(denoiser, fp8, emulate=fp8_emulate)  # in place
+        self.compile = compile
+        if compile is not None if fuse_qkv is None else fuse_qkv:
+            for module in self.models.net.modules():
+                if isinstance(module, Attention):
+                    module.fuse_qkv()
         if cuda_graphs and not on_cuda:
             raise ValueError("CUDA graphs need a CUDA device")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
@@ -108,20 +129,29 @@ class TorchFastBackend(TorchBackend):
 
     def _bind(self, static: StaticStep, plan: StepPlan) -> BoundStep:
         """The step of the modules as `plan` says, reading its inputs from the static buffers (and the shape's
-        deep-feature buffer, for a cached plan)."""
+        deep-feature buffer, for a cached plan). With `compile`, the model call of this shape and plan is compiled
+        on its first run (the deep-feature bookkeeping stays outside it)."""
         denoiser = self.models.net.denoising_unet
+
+        def model(deep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            if plan.cache == "off":
+                return guided_step(denoiser, static.clip, static.inputs), None
+            return cached_step(denoiser, static.clip, static.inputs, plan.levels, deep)
+
+        body = model if self.compile is None else compile_step(model, self.compile)
 
         def run() -> torch.Tensor:
             with registry.using(self.kernels):
-                if plan.cache == "off":
-                    return guided_step(denoiser, static.clip, static.inputs)
-                if plan.cache == "store":
-                    out, kept = cached_step(denoiser, static.clip, static.inputs, plan.levels, None)
-                    buffer = self._deep_buffer(static, kept)
-                    buffer[buffer.shape[0] - kept.shape[0]:].copy_(kept)
+                if plan.cache != "reuse":
+                    out, kept = body(None)
+                    if plan.cache == "store":
+                        buffer = self._deep_buffer(static, kept)
+                        buffer[buffer.shape[0] - kept.shape[0]:].copy_(kept)
                     return out
-                return cached_step(denoiser, static.clip, static.inputs, plan.levels, self._deep_buffer(static))[0]
+                return body(self._deep_buffer(static))[0]
 
+        if self.compile == "reduce-overhead":  # inductor's own CUDA graphs: not captured again in torch-fast's
+            return BoundStep(run, capturable=lambda stream: False)
         return BoundStep(run)
 
     @torch.no_grad()
