@@ -302,7 +302,7 @@ class RunConfig:
             in_range(f"{name} motion scale", s, 0, MAX_MOTION_SCALE)
         in_range("sample rate", self.sample_rate, 1, MAX_SAMPLE_RATE)
         in_range("frames per clip", self.frames, 1, MAX_FRAMES_PER_CLIP)
-        in_range("context overlap", self.context_overlap, 0, self.frames - 1)
+        in_range("context overlap", self.context_overlap, 0, MAX_FRAMES_PER_CLIP)  # < frames: ContextWindows
         self._validate_speed()
         if model is not None and self.frames + self.motion_frames > model.motion.max_len:
             raise InputError(f"frames + motion frames must be <= {model.motion.max_len} "

@@ -14,7 +14,7 @@ from emo.geometry import Geometry, size_unit
 
 
 def test_presets_tie_model_run_and_ranges():
-    assert set(PRESETS) == {"tiny", "demo", "hallo-sd15"}
+    assert set(PRESETS) == {"tiny", "demo", "hallo-sd15", "echomimic-tiny", "echomimic-sd15"}
     for name, p in PRESETS.items():
         assert p.name == p.model.name == name
         p.run.validate(p.model)

@@ -3,6 +3,7 @@ and the refusals of mismatched exports."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -131,6 +132,9 @@ def test_refusals(echo_export, tmp_path, argv, edit, message):
 
 
 @pytest.mark.trt
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EMO_TEST_SLOW"), reason="about 40 s on 2 cores (test_engine builds Hallo's "
+                    "plans with the same builder): set EMO_TEST_SLOW=1")
 def test_plans_build_from_the_export(echo_export, tmp_path):
     """emo-build-engine takes an EchoMimic export (TensorRT for RTX builds ahead of time, no GPU needed): every
     graph parses and builds; the tensorrt backend does not run EchoMimic plans yet and says so."""

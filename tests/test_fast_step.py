@@ -68,6 +68,10 @@ def _compiled_vs_eager(prepared, tmp_path, monkeypatch) -> None:
     assert fast.captures == 2
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EMO_TEST_SLOW"), reason="about 30 s on 2 cores (dynamo traces the whole "
+                    "step twice; a compiled block is checked by test_inductor_compiles_a_fused_attention_block): "
+                    "set EMO_TEST_SLOW=1")
 def test_compiled_step_traces_and_equals_eager(prepared, tmp_path, monkeypatch):
     """The whole step traced by dynamo (torch.compile's "eager" backend: no inductor code generation, which
     takes minutes for the whole UNet on the CPU): one graph per plan, no step logic lost in tracing."""

@@ -31,9 +31,24 @@ def inductor_cache_dir() -> Path:
 def use_inductor_cache() -> Path:
     """Point inductor's cache (compiled kernels, FX graph cache) at inductor_cache_dir(), unless the user already
     set TORCHINDUCTOR_CACHE_DIR: a second process then loads what the first compiled instead of compiling."""
-    path = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir())))
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or current == _inductor_default():  # inductor writes its default there on first use
+        current = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
+    path = Path(current)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _inductor_default() -> str:
+    """The directory inductor picks (and writes into TORCHINDUCTOR_CACHE_DIR) when nobody set one."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # older torch: the same rule
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), "torchinductor_" + getpass.getuser())
+    return default_cache_dir()
 
 
 def check_mode(mode: str | None) -> None:
