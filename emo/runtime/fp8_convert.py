@@ -76,7 +76,15 @@ def convert_to_fp8(module: nn.Module, scales: Fp8Scales, emulate: bool = False) 
         amax, per_channel = scales.amax[name], scales.per_channel_weights
         fp8 = (Fp8Conv1x1.from_conv(layer, amax, per_channel, emulate) if isinstance(layer, nn.Conv2d)
                else Fp8Linear.from_linear(layer, amax, per_channel, emulate))
-        parent, _, attr = name.rpartition(".")
-        setattr(module.get_submodule(parent) if parent else module, attr, fp8)
+        replace_layer(module, name, fp8)
         quantized.append(name)
     return Fp8Report(tuple(quantized), tuple(kept), tuple(missing))
+
+
+def replace_layer(module: nn.Module, name: str, layer: nn.Module) -> nn.Module:
+    """Put `layer` at the qualified `name` under `module` -> the layer that was there."""
+    parent, _, attr = name.rpartition(".")
+    owner = module.get_submodule(parent) if parent else module
+    old = getattr(owner, attr)
+    setattr(owner, attr, layer)
+    return old
