@@ -131,8 +131,7 @@ def _settings(args: argparse.Namespace, spec: RendererSpec) -> tuple[RunConfig, 
     if spec.model_family() != "hallo":
         from ..runtime.echo_renderer import echo_run_problem
 
-        problem = "speed presets are Hallo's (EchoMimic's fast setting is --family echomimic-acc)" if args.speed \
-            else echo_run_problem(run)
+        problem = echo_run_problem(run, args.speed)
         if problem:
             raise InputError(problem)
     check_seed(args.seed)

@@ -91,8 +91,10 @@ class EchoPrepared:
     audio_path: Path
 
 
-def echo_run_problem(run: RunConfig) -> str | None:
+def echo_run_problem(run: RunConfig, speed: str | None = None) -> str | None:
     """The setting an EchoMimic render cannot take, as a one-line message (None: fine)."""
+    if speed is not None:
+        return "speed presets are Hallo's (EchoMimic's fast setting is --family echomimic-acc)"
     if run.motion_frames:
         return "EchoMimic has no motion frames (use --motion-frames 0)"
     if run.cache_interval > 1:
@@ -118,8 +120,7 @@ class EchoRenderer(Renderer):
         from ..config import RunOptions
 
         if options.get("speed") is not None:
-            raise InputError("speed presets are Hallo's; EchoMimic's accelerated model is its fast setting "
-                             "(--family echomimic-acc)")
+            raise InputError(echo_run_problem(self.preset_run(), options["speed"]))
         return RunOptions(**options).apply(self.preset_run(), self.cfg)
 
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> EchoPrepared:
