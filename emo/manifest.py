@@ -58,6 +58,7 @@ class Manifest:
     engine: dict | None = None  # plan directories: flavour, version, targets, typing, flags, source export
     quantization: dict = field(default_factory=dict)  # int8 / fp8 exports: policy, calibration, accuracy gate
     family: str = "hallo"  # the run family the weights are for: hallo, echomimic or echomimic-acc
+    conversion: dict = field(default_factory=dict)  # half-precision graphs converted from an fp32 export: how
 
     def model(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model_config)

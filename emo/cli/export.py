@@ -15,7 +15,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     add_model_source(p, required=False)  # the trained demo model by default
     p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                   help="fp16: traced in float32, then converted graph by graph (norm statistics and softmax stay "
+                        "float32)")
+    p.add_argument("--from-export", metavar="FP32_DIR",
+                   help="convert the graphs of this fp32 export to --precision instead of exporting a model "
+                        "(no weights or torch tracing needed: seconds, where tracing is minutes)")
     p.add_argument("--family", choices=list(FAMILIES),
                    help="the model family: with --demo, echomimic and echomimic-acc export a tiny random EchoMimic "
                         "model; with --models, the EchoMimic denoiser to take when the directory holds both")
@@ -43,11 +48,13 @@ def _check_components(given: tuple[str, ...] | None, known: tuple[str, ...]) -> 
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..export.checks import check_graph
     from ..export.exporter import export_models
 
     given = None if args.components is None else tuple(c.strip() for c in args.components.split(",") if c.strip())
     _check_components(given, (*COMPONENTS, *ECHOMIMIC_COMPONENTS))  # names first, before the (slow) load
+    say = (lambda *a: None) if args.quiet else print
+    if args.from_export:
+        return _convert(args, given, say)
     models = load_models(args)
     known = component_names(models.cfg)
     _check_components(given, known)
@@ -55,25 +62,45 @@ def _run(args: argparse.Namespace) -> int:
     ranges = PRESETS[args.ranges].ranges if args.ranges else None
     if args.max_audio_seconds is not None:
         ranges = with_max_audio(ranges or default_ranges(models.cfg), args.max_audio_seconds)
-    say = (lambda *a: None) if args.quiet else print
 
     def done(g) -> None:
         say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
             + (f" + {g.data_file}" if g.data_file else ""))
 
     manifest = export_models(models, args.out, args.precision, ranges, components, done)
-    if args.skip_checks:
-        return 0
+    return 0 if args.skip_checks else _check(args.out, manifest, components, say)
+
+
+def _convert(args: argparse.Namespace, given: tuple[str, ...] | None, say) -> int:
+    from ..errors import InputError
+    from ..export.convert import convert_export
+
+    model_options = [o for o, v in (("--models", args.models), ("--demo", args.demo), ("--random", args.random),
+                                    ("--ranges", args.ranges), ("--max-audio-seconds", args.max_audio_seconds),
+                                    ("--family", args.family)) if v]
+    if model_options:
+        raise InputError(f"--from-export converts graphs as they are; {', '.join(model_options)} does not apply")
+    if args.precision == "fp32":
+        raise InputError("--from-export converts to --precision fp16; the source is already fp32")
+    manifest = convert_export(args.from_export, args.out, args.precision, given,
+                              lambda g: say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
+                                            + (f" + {g.data_file}" if g.data_file else "")))
+    return 0 if args.skip_checks else _check(args.out, manifest, tuple(manifest.components), say)
+
+
+def _check(out: str, manifest, components: tuple[str, ...], say) -> int:
+    from ..export.checks import check_graph
+
     failed = 0
     for name in components:
-        report = check_graph(f"{args.out}/{manifest.components[name].file}")
+        report = check_graph(f"{out}/{manifest.components[name].file}")
         if not report.ok:
             failed += 1
             print(f"{PROG}: {name}: " + "; ".join(report.problems), file=sys.stderr)
     if failed:
         print(f"{PROG}: {failed} graph(s) failed the checks", file=sys.stderr)
         return 1
-    say(f"{PROG}: wrote {len(components)} graph(s) and manifest.json to {args.out} (checks passed)")
+    say(f"{PROG}: wrote {len(components)} graph(s) and manifest.json to {out} (checks passed)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Export a loaded model, component by component, into an ONNX export directory with its manifest."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -13,9 +14,10 @@ from ..errors import InputError
 from ..io_spec import component_names, component_specs, default_ranges, echomimic_audio_encoder, trace_values
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, read_manifest, tool_versions
 from .graphs import component_module
+from .half import KEEP_FP32, convert_graph
 from .onnx_export import OPSET, ExportedGraph, export_component
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = ("fp32", "fp16")
 
 
 def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: ShapeRanges, weights: str) -> Manifest:
@@ -23,7 +25,8 @@ def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: Shape
     fresh = Manifest(format="onnx", precision=precision, opset=OPSET, model_config=models.cfg.to_dict(),
                      config_hash=models.cfg.config_hash(), weights_hash=weights, ranges=ranges.to_dict(),
                      tools=tool_versions("torch", "onnx", "onnxruntime", "transformers"),
-                     family=getattr(models, "family", "hallo"))
+                     family=getattr(models, "family", "hallo"),
+                     conversion={} if precision == "fp32" else {"from": "fp32", "keep_fp32_ops": sorted(KEEP_FP32)})
     if not (out_dir / MANIFEST_FILE).is_file():
         return fresh
     try:
@@ -45,8 +48,10 @@ def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", 
     interrupted export leaves a valid directory with the graphs done so far).
 
     Exporting into a directory that holds graphs of the same model, weights, precision and ranges adds to it;
-    otherwise its manifest is replaced. The models are converted to the export precision in place. `models`: a
-    Hallo model (Models) or an EchoMimic one (EchoMimicModels); components: default all of its family's.
+    otherwise its manifest is replaced. Graphs are always traced in float32 (the models are put in float32 on the
+    CPU); an fp16 export converts each traced graph (`half.convert_graph`), which is exact to float16 rounding and
+    takes seconds where tracing in float16 on a CPU takes hours at real size. `models`: a Hallo model (Models) or
+    an EchoMimic one (EchoMimicModels); components: default all of its family's.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -65,14 +70,12 @@ def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", 
                                weights_hash(models.net, models.vae, models.audio_encoder))
     specs = component_specs(models.cfg, ranges)
     values = trace_values(models.cfg, ranges)
-    dtype = PRECISIONS[precision]
-    models.net.to(torch.device("cpu"), dtype)
-    models.vae.to(torch.device("cpu"), dtype)
-    models.audio_encoder.to(torch.device("cpu"), torch.float32)  # fp32-only component
+    for m in (models.net, models.vae, models.audio_encoder):
+        m.to(torch.device("cpu"), torch.float32)
     for name in components:
         spec = specs[name]
         module = component_module(name, models.cfg, models.net, models.vae, models.audio_encoder, spec)
-        graph = export_component(module, spec, values, precision, out_dir)
+        graph = _export_one(module, spec, values, spec.precision(precision), out_dir)
         manifest.components[name] = GraphEntry(graph.file, graph.data_file, graph.bytes, spec.precision(precision),
                                                spec.to_dict(), round(graph.seconds, 2))
         manifest.write(out_dir)
@@ -80,3 +83,13 @@ def export_models(models: Models, out_dir: str | Path, precision: str = "fp32", 
             on_done(graph)
     return manifest
 
+
+
+def _export_one(module, spec, values: dict[str, int], precision: str, out_dir: Path) -> ExportedGraph:
+    """Trace in float32; for a half-precision graph, trace into a scratch directory and convert from there."""
+    if precision == "fp32":
+        return export_component(module, spec, values, "fp32", out_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{spec.name}-fp32-") as tmp:
+        traced = export_component(module, spec, values, "fp32", Path(tmp))
+        g = convert_graph(Path(tmp) / traced.file, out_dir, spec, precision)
+    return ExportedGraph(spec.name, g.file, g.data_file, g.bytes, traced.seconds + g.seconds)
