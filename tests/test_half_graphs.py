@@ -93,26 +93,37 @@ def test_types_at_the_boundary_and_float32_islands(fp16_dir, tiny_export):
     assert sum(t.ByteSize() for t in g.initializer) < 0.6 * src_bytes
 
 
-def test_external_weights_are_streamed(tiny_export, tmp_path):
-    """A graph whose weights are in a side file (as every real-size denoiser's) converts to a graph with a side
-    file of half the size, computing the same as the in-file conversion."""
-    specs = _specs(tiny_export)
-    spec = specs["vae_decoder"]
-    model = onnx.load(str(tiny_export / "vae_decoder.onnx"))
+@pytest.mark.parametrize("component, feed", [("vae_decoder", {"latents": (2, 4, 16, 16)}),
+                                             ("imageproj", {"face_embedding": (2, 512)})])
+def test_external_weights_are_streamed(tiny_export, tmp_path, component, feed):
+    """A graph whose weights are in a side file (as every real-size denoiser's) converts to a graph whose side file
+    holds every weight, half-precision ones and those kept in float32 (imageproj's LayerNorm), and computes the
+    same as the in-file conversion."""
+    spec = _specs(tiny_export)[component]
+    model = onnx.load(str(tiny_export / f"{component}.onnx"))
     src = tmp_path / "src"
     src.mkdir()
-    onnx.save_model(model, str(src / "vae_decoder.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="vae_decoder.onnx.data", size_threshold=0)
+    data_name = f"{component}.onnx.data"
+    onnx.save_model(model, str(src / f"{component}.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=0)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    external = convert_graph(src / "vae_decoder.onnx", tmp_path / "a", spec)
-    inline = convert_graph(tiny_export / "vae_decoder.onnx", tmp_path / "b", spec)
-    assert external.data_file == "vae_decoder.onnx.data" and inline.data_file is None
-    data = (tmp_path / "a" / external.data_file).stat().st_size
-    assert 0.45 < data / (src / "vae_decoder.onnx.data").stat().st_size < 0.55
+    external = convert_graph(src / f"{component}.onnx", tmp_path / "a", spec)
+    inline = convert_graph(tiny_export / f"{component}.onnx", tmp_path / "b", spec)
+    assert external.data_file == data_name and inline.data_file is None
+    data = (tmp_path / "a" / data_name).stat().st_size
+    assert 0.45 < data / (src / data_name).stat().st_size < 0.6
     assert not [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no staged files left
-    latents = np.random.default_rng(0).standard_normal((2, 4, 16, 16)).astype(np.float16)
-    outs = [ort.InferenceSession(str(d / "vae_decoder.onnx")).run(None, {"latents": latents})[0] for d in
+    g = _graph(tmp_path / "a" / f"{component}.onnx")
+    for t in g.initializer:  # every weight in the new side file, inside it
+        info = {e.key: e.value for e in t.external_data}
+        assert info["location"] == data_name and int(info["offset"]) + int(info["length"]) <= data, t.name
+    kept = [t for t in g.initializer if t.data_type == F32]
+    assert bool(kept) == (component == "imageproj")
+    x = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float16) for name, shape in feed.items()}
+    # the fp32 source moved away: the converted graph must not read it
+    (src / data_name).rename(tmp_path / "moved")
+    outs = [ort.InferenceSession(str(d / f"{component}.onnx")).run(None, x)[0] for d in
             (tmp_path / "a", tmp_path / "b")]
     assert outs[0].dtype == np.float16 and np.array_equal(outs[0], outs[1])
 
@@ -149,3 +160,49 @@ def test_conversion_starts_from_fp32(fp16_dir, tmp_path):
     assert rc == 2 and "holds fp16 graphs" in one_error_line(err, "emo-export")
     raw = json.loads((fp16_dir / "manifest.json").read_text())
     assert raw["conversion"]["from"] == "fp32"
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_qdq_graphs_convert_with_their_8bit_weights(tiny_export, tmp_path, fmt):
+    """emo-calibrate's Q/DQ graphs (over float32) convert like any other: 8-bit weights untouched, scales and the
+    compute around them in half precision, opset 19 (QuantizeLinear of float16); ONNX Runtime runs it close to
+    the float32 Q/DQ graph."""
+    pytest.importorskip("ml_dtypes")
+    from emo.calibration.policy import POLICIES
+    from emo.calibration.qdq import quant_targets, quantize_graph
+    from emo.engine.precision import quantized_types
+    from emo.export.inputs import example_inputs
+    from emo.io_spec import trace_values
+
+    m = read_manifest(tiny_export, "onnx")
+    spec = _specs(tiny_export)["denoiser"]
+    src = tiny_export / "denoiser.onnx"
+    policy = POLICIES["default"].with_components(("denoiser",))
+    targets = quant_targets(onnx.load(str(src)), policy)
+    qdq = tmp_path / f"denoiser-{fmt}.onnx"
+    quantize_graph(src, qdq, {t.activation: 4.0 for t in targets}, policy, fmt)
+    (tmp_path / "half").mkdir()
+    g = convert_graph(qdq, tmp_path / "half", spec)
+    converted = onnx.load(str(tmp_path / "half" / g.file))
+    assert max(o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")) == 19
+    assert quantized_types(tmp_path / "half" / g.file) == quantized_types(qdq) and quantized_types(qdq)[fmt] > 0
+    inits = {t.name: t for t in converted.graph.initializer}
+    for n in converted.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits:
+            assert inits[n.input[1]].data_type == F16, n.name  # scales in half precision
+    eight_bit = {onnx.TensorProto.INT8, onnx.TensorProto.FLOAT8E4M3FN}
+    assert sum(t.data_type in eight_bit for t in inits.values()) >= len({t.weight for t in targets})
+    feed = {k: v.numpy() for k, v in example_inputs(spec, trace_values(m.model(), m.shape_ranges()), "fp32",
+                                                     seed=1).items()}
+    want = ort.InferenceSession(str(qdq)).run(None, feed)[0].ravel()
+    half = {t.name: feed[t.name].astype(t.numpy_dtype("fp16")) for t in spec.inputs}
+    got = ort.InferenceSession(str(tmp_path / "half" / g.file)).run(None, half)[0].astype(np.float32).ravel()
+    exact = ort.InferenceSession(str(src)).run(None, feed)[0].ravel()
+
+    def cosine(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    # half precision moves the (random, tiny) network's output less than quantizing it did, and is not the float32
+    # Q/DQ graph run again
+    assert cosine(exact, want) < cosine(want, got) < 1 - 1e-7, (cosine(exact, want), cosine(want, got))
+    assert cosine(want, got) > 0.9

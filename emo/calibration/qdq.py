@@ -95,7 +95,8 @@ def _zero(onnx, name: str, dtype: int, n: int | None):
     return onnx.helper.make_tensor(name, dtype, [] if n is None else [n], b"\0" * (n or 1), raw=True)
 
 
-def _to_opset_19(onnx, model) -> None:
+def to_opset_19(onnx, model) -> None:
+    """Relabel a graph of our exports to opset 19 (Q/DQ of FP8 and of float16 inputs need it)."""
     for node in model.graph.node:
         if node.op_type in _REDUCE_AXES_INPUT_18:
             axes = [a for a in node.attribute if a.name == "axes"]
@@ -162,7 +163,7 @@ def quantize_graph(src: Path, dst: Path, amax: dict[str, float], policy: QuantPo
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(new_inits)
     if fmt == "fp8":
-        _to_opset_19(onnx, model)
+        to_opset_19(onnx, model)
     # summed per tensor: protobuf cannot size the whole model past 2 GB
     big = sum(t.ByteSize() for t in model.graph.initializer) > MAX_INLINE_BYTES
     dst.with_name(dst.name + ".data").unlink(missing_ok=True)

@@ -33,16 +33,16 @@ def source_hash(src_dir: Path, entry: GraphEntry) -> str:
 def convert_export(src_dir: str | Path, out_dir: str | Path, half: str = "fp16",
                    components: tuple[str, ...] | None = None,
                    on_done: Callable[[ConvertedGraph], None] | None = None) -> Manifest:
-    """Convert the graphs of the fp32 export `src_dir` into `out_dir` (created; its manifest rewritten after each
-    graph). The manifest records, per graph, the SHA-256 of the fp32 graph it came from."""
+    """Convert the graphs of the fp32 export `src_dir` (or of its INT8/FP8 Q/DQ export) into `out_dir` (created;
+    its manifest rewritten after each graph). The manifest records, per graph, the SHA-256 of the graph it came
+    from; a Q/DQ export keeps its quantization record (the accuracy gate was measured on the float32 graphs)."""
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     if half not in HALF_TYPES:
         raise InputError(f"graphs convert to {' or '.join(HALF_TYPES)}, not {half}")
     src = read_manifest(src_dir, "onnx")
-    if src.precision != "fp32" or src.quantization:
-        kind = "quantized" if src.quantization else src.precision
-        raise InputError(f"{src_dir} holds {kind} graphs; conversion starts from an fp32 export (emo-export "
-                         f"--precision fp32)")
+    if src.precision != "fp32" and not (src.quantization and not src.conversion):
+        raise InputError(f"{src_dir} holds {src.precision} graphs; conversion starts from an fp32 export (emo-export "
+                         f"--precision fp32) or its INT8/FP8 export (emo-calibrate)")
     names = tuple(src.components) if components is None else components
     missing = [c for c in names if c not in src.components]
     if missing:
@@ -53,8 +53,8 @@ def convert_export(src_dir: str | Path, out_dir: str | Path, half: str = "fp16",
     specs = component_specs(src.model(), src.shape_ranges())
     m = Manifest(format="onnx", precision=half, opset=src.opset, model_config=src.model_config,
                  config_hash=src.config_hash, weights_hash=src.weights_hash, ranges=src.ranges,
-                 tools=tool_versions("onnx", "numpy"), family=src.family,
-                 conversion={"from": "fp32", "keep_fp32_ops": sorted(KEEP_FP32), "source_tools": src.tools,
+                 tools=tool_versions("onnx", "numpy"), family=src.family, quantization=src.quantization,
+                 conversion={"from": src.precision, "keep_fp32_ops": sorted(KEEP_FP32), "source_tools": src.tools,
                              "source_sha256": {}})
     for name in names:
         entry, spec = src.components[name], specs[name]

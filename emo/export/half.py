@@ -14,6 +14,10 @@ What changes:
 
 Everything else (structure, names, integer paths, external data layout) is kept, so the graph has the same IO
 spec as an fp16 trace of the same model.
+
+Q/DQ graphs (emo-calibrate's INT8/FP8 exports) convert too: their 8-bit weights stay as they are, their scales
+become half precision (so quantize/dequantize run on half-precision tensors, as TensorRT's strongly typed INT8/FP8
+networks expect), and the graph moves to opset 19, the first whose QuantizeLinear takes float16.
 """
 from __future__ import annotations
 
@@ -83,28 +87,34 @@ class _Converter:
     def _cast(self, src: str, dst: str, to: int, name: str):
         return self.onnx.helper.make_node("Cast", [src], [dst], name=name, to=to)
 
-    def convert_tensor(self, t) -> None:
-        """A float32 TensorProto (initializer or attribute) -> the half type, in place; external data streamed."""
+    def _read_external(self, t) -> bytes:
+        info = {e.key: e.value for e in t.external_data}
+        with open(self.src_dir / info["location"], "rb") as src:
+            src.seek(int(info.get("offset", 0)))
+            return src.read(int(info["length"])) if "length" in info else src.read()
+
+    def _write_external(self, t, blob: bytes) -> None:
+        offset = self.data_out.tell()
+        self.data_out.write(blob)
+        del t.external_data[:]
+        for key, value in (("location", self.data_name), ("offset", str(offset)), ("length", str(len(blob)))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+
+    def convert_tensor(self, t, to_half: bool = True) -> None:
+        """A TensorProto (initializer or attribute) into the new graph: float32 ones to the half type when
+        `to_half`, in place; weights kept outside the graph are streamed into the new data file either way."""
         onnx = self.onnx
-        if t.data_type != onnx.TensorProto.FLOAT:
-            return
+        half = to_half and t.data_type == onnx.TensorProto.FLOAT
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in t.external_data}
-            with open(self.src_dir / info["location"], "rb") as src:
-                src.seek(int(info.get("offset", 0)))
-                raw = src.read(int(info["length"])) if "length" in info else src.read()
-            blob = _half_bytes(raw, self.half)
-            offset = self.data_out.tell()
-            self.data_out.write(blob)
-            del t.external_data[:]
-            for key, value in (("location", self.data_name), ("offset", str(offset)), ("length", str(len(blob)))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
-        else:
+            raw = self._read_external(t)
+            self._write_external(t, _half_bytes(raw, self.half) if half else raw)
+        elif half:
             a = onnx.numpy_helper.to_array(t)
             t.ClearField("float_data")
             t.raw_data = _half_bytes(a.astype(np.float32).tobytes(), self.half)
-        t.data_type = self.elem
+        if half:
+            t.data_type = self.elem
 
     def _fp32_slots(self, keep: frozenset[str]) -> set[tuple[int, int]]:
         """(node index, input index) of every input that must be float32: the inputs of the kept ops and the
@@ -134,13 +144,12 @@ class _Converter:
             {n.output[0] for n in g.node if n.op_type in ("Constant", "ConstantOfShape")}
         stay = {name for name in constants if slot_reads.get(name, False)}
         for t in g.initializer:
-            if t.name not in stay:
-                self.convert_tensor(t)
+            self.convert_tensor(t, to_half=t.name not in stay)
         for n in g.node:
-            if n.op_type in ("Constant", "ConstantOfShape") and n.output[0] not in stay:
+            if n.op_type in ("Constant", "ConstantOfShape"):
                 for a in n.attribute:
                     if a.type == onnx.AttributeProto.TENSOR:
-                        self.convert_tensor(a.t)
+                        self.convert_tensor(a.t, to_half=n.output[0] not in stay)
             elif n.op_type == "Cast":
                 for a in n.attribute:
                     if a.name == "to" and a.i == FLOAT32:
@@ -165,6 +174,11 @@ class _Converter:
                     out_nodes.append(self._cast(inner, name, self.elem, self._name(f"{n.name or n.op_type}_out")))
         self._boundary(spec, out_nodes)
         del g.value_info[:]
+        if any(n.op_type == "QuantizeLinear" for n in g.node):
+            from ..calibration.qdq import FP8_OPSET, to_opset_19
+
+            if max(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")) < FP8_OPSET:
+                to_opset_19(onnx, self.model)
         return kept
 
     def _boundary(self, spec: ComponentSpec, nodes: list) -> None:
