@@ -4,7 +4,11 @@ through ONNX Runtime, and the graph sizes.
 Starts from an fp32 export of every component (`emo-export --random hallo-sd15 --out FP32_DIR`). The denoiser
 feeds are recorded while that export renders one calibration input and one held-out input (the same recorder
 emo-calibrate uses); activation ranges come from the calibration feeds only, once, and serve both formats;
-errors are measured on the held-out feeds. Heavy (about 13 GB): run under the shared lock.
+errors are measured on the held-out feeds. Heavy (about 15 GB of memory).
+
+Besides the graphs, OUT_DIR gets one export directory per format (`export-int8`, `export-fp8`: the Q/DQ denoiser
+and its manifest, as emo-calibrate writes them), which `emo-export --from-export` converts to fp16 and
+`emo-build-engine --precision int8|fp8` builds (bench/real_size_engines.py).
 
     python bench/calibrate_real_size.py FP32_DIR OUT_DIR [--size 256 --frames 4 --steps 2] [--json RESULT]
 """
@@ -25,12 +29,34 @@ from emo.calibration.policy import POLICIES
 from emo.calibration.qdq import onnx_module, quant_targets, quantize_graph
 from emo.calibration.record import RecordingBackend, render_pairs
 from emo.config import RunConfig
+from emo.manifest import GraphEntry, Manifest, read_manifest, tool_versions
 
 POLICY = POLICIES["default"].with_components(("denoiser",))
 
 
 def _mib(*paths: Path) -> float:
     return round(sum(p.stat().st_size for p in paths if p.is_file()) / 2**20, 1)
+
+
+def _export_dir(fp32_dir: Path, graph: Path, out: Path, fmt: str, error: dict, layers: int, args) -> None:
+    """An export directory holding the Q/DQ denoiser `graph` (moved there) and its manifest."""
+    fp32 = read_manifest(fp32_dir, "onnx", ("denoiser",))
+    out.mkdir(exist_ok=True)
+    data = graph.with_name(graph.name + ".data")
+    graph.replace(out / "denoiser.onnx")
+    if data.is_file():
+        data.replace(out / "denoiser.onnx.data")
+    entry = fp32.components["denoiser"]
+    has_data = (out / "denoiser.onnx.data").is_file()
+    size = _mib(out / "denoiser.onnx", out / "denoiser.onnx.data")
+    Manifest(format="onnx", precision=fmt, opset=fp32.opset, model_config=fp32.model_config,
+             config_hash=fp32.config_hash, weights_hash=fp32.weights_hash, ranges=fp32.ranges,
+             components={"denoiser": GraphEntry("denoiser.onnx", "denoiser.onnx.data" if has_data else None,
+                                                int(size * 2**20), fmt, entry.spec, 0.0)},
+             tools=fp32.tools | tool_versions("onnx", "onnxruntime"), family=fp32.family,
+             quantization={"format": fmt, "policy": POLICY.to_dict(), "layers": layers,
+                           "calibration": f"bench/calibrate_real_size.py --size {args.size} --frames {args.frames} "
+                                          f"--steps {args.steps}", "held_out_error": error}).write(out)
 
 
 def main() -> int:
@@ -75,6 +101,7 @@ def main() -> int:
         lap(f"quantize {fmt}")
         result[fmt] = asdict(component_error(src, dst, feeds["held_out"]))
         lap(f"error {fmt}")
+        _export_dir(args.fp32_dir, dst, out / f"export-{fmt}", fmt, result[fmt], len(targets), args)
         print(fmt, json.dumps(result[fmt]), flush=True)
     shutil.rmtree(out / "media", ignore_errors=True)
     text = json.dumps(result, indent=1)

@@ -94,16 +94,24 @@ def test_every_component_built_and_described(engine_dir, export_dir):
     assert m.engine["user_allocation"]  # TensorRT for RTX: plans whose enqueue can be captured in a CUDA graph
     ref_index = next(t for t in m.components["denoiser"].network_io if t["name"] == "ref_index")
     assert (ref_index["mode"], ref_index["dtype"], ref_index["shape_input"]) == ("input", "int64", False)
-    assert (m.precision, m.config_hash, m.weights_hash, m.ranges) == \
+    assert (m.precision, m.config_hash, m.weights_hash, m.engine["export_ranges"]) == \
         (source.precision, source.config_hash, source.weights_hash, source.ranges)
+    # the profiles cover the export's opt clip length and size (micro is no preset), not all it allows
+    r, export = m.shape_ranges(), source.shape_ranges()
+    assert (r.frames, r.size) == ((1, 4, 4), (128, 128, 128)) and (export.frames[2], export.size[2]) == (16, 256)
+    assert (r.motion_frames, r.audio_seconds) == (export.motion_frames, export.audio_seconds)
+    specs = component_specs(m.model(), r)
     for name in COMPONENTS:
         e, s = m.components[name], source.components[name]
         plan = engine_dir / e.file
         assert e.file == f"{name}.plan" and plan.stat().st_size == e.bytes > 100_000
         assert e.sha256 == file_sha256(plan)
         assert e.source_sha256 == file_sha256(export_dir / s.file)
-        assert e.spec == s.spec and e.precision == "fp32"
+        assert e.spec == specs[name].to_dict() and e.precision == "fp32"
         assert e.build["strongly_typed"] and e.build["seconds"] > 0 and e.build["peak_rss_mib"] > 0
+        memory = e.build["memory"]  # the estimate fits the budget, and held
+        assert memory["need_gib"] <= memory["budget_gib"]
+        assert e.build["peak_rss_mib"] / 1024 <= 1.25 * memory["need_gib"], (name, e.build)
         assert [t["name"] for t in e.network_io] == [t["name"] for t in (*s.spec["inputs"], *s.spec["outputs"])]
     assert not list(engine_dir.glob(".*")), "temporary files left behind"
 
@@ -210,7 +218,7 @@ def test_step_feed_is_what_the_denoiser_plan_binds(engine_dir, step_protocol, fr
         (edited("sample", (ok["sample"][0], "float32", True)), "sample must be float32 in device memory (got float32 "
                                                                "in host memory)"),
         (edited("ref_index_2", ((frames,), "int64", False)), "the engine has no input named ref_index_2"),
-        (edited("ref_index", ((frames + 1,), "int64", False)), "dimension frames is"),
+        (edited("ref_index", ((frames - 1,), "int64", False)), "dimension frames is"),
     ]:
         with pytest.raises(EngineDirError, match=re.escape(match)):
             check_feed(spec, plan, described)
@@ -246,7 +254,7 @@ def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, t
     out = tmp_path / "plans"
     parts = "imageproj,face_locator,vae_decoder"
     rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", parts, "--opt-point", "8,2,192",
-                   *FAST)
+                   "--frames", "1:8", "--size", "128:192", *FAST)
     assert rc == 0, err
     d, _ = open_plan_dir(out, components=tuple(parts.split(",")))
     assert len(d.plans["imageproj"]) == 1  # depends on no opt-point dimension: one profile
@@ -258,7 +266,7 @@ def test_extra_opt_points_give_profiles_and_the_runtime_picks_them(export_dir, t
     assert select_profile(d.plans["vae_decoder"], {"latents": (4, 4, 24, 24)}) == 1
     # built the same way again: added to the directory, not rebuilt from scratch
     rc, err = _cli(build_main, str(export_dir), "--out", str(out), "--components", "audioproj", "--opt-point",
-                   "8,2,192", *FAST)
+                   "8,2,192", "--frames", "1:8", "--size", "128:192", *FAST)
     assert rc == 0, err
     assert set(read_manifest(out, "tensorrt").components) == {*parts.split(","), "audioproj"}
 
@@ -447,6 +455,10 @@ def test_builder_error_fails_in_one_line(export_dir, tmp_path):
     (["--target", "sm_90"], "tensorrt-rtx cannot build for sm_90"),
     (["--flavour", "tensorrt"], "tensorrt is not installed"),
     (["--opt-point", "99,2,128"], "frames 99 is outside the export's range"),
+    (["--size", "64:512"], "--size 64:512 is outside the export's range 64:256"),
+    (["--frames", "8:2"], "--frames 8:2: the low end is above the high end"),
+    (["--full-range", "--size", "128"], "--full-range takes the export's ranges"),
+    (["--max-memory", "0.3"], "imageproj: building needs about 0.5 GiB of memory (0.0 GiB of weights, 4 nodes)"),
     (["--components", "imageproj,nope"], "unknown component(s) nope"),
 ])
 def test_bad_build_options_fail_in_one_line(export_dir, tmp_path, args, match):
@@ -456,6 +468,26 @@ def test_bad_build_options_fail_in_one_line(export_dir, tmp_path, args, match):
                    *FAST, *args)
     assert rc == 2 and match in _one_line(err, "emo-build-engine")
     assert not (tmp_path / "p").exists()
+
+
+def test_full_range_profiles_span_the_export(export_dir, tmp_path):
+    rc, err = _cli(build_main, str(export_dir), "--out", str(tmp_path / "p"), "--components", "face_locator",
+                   "--full-range", *FAST)
+    assert rc == 0, err
+    m = read_manifest(tmp_path / "p", "tensorrt")
+    assert m.ranges == read_manifest(export_dir, "onnx").ranges
+    (lo, _, hi), = m.components["face_locator"].profiles[0]["shapes"].values()
+    assert (lo[-1], hi[-1]) == (64, 256)
+
+
+def test_memory_estimate_refuses_what_cannot_fit():
+    from emo.engine.memory import plan_memory
+
+    fp16 = plan_memory("denoiser", int(2.85 * (1 << 30)), 21986, budget_gib=20.0)  # the real-size fp16 denoiser
+    assert 11.0 < fp16.need_gib < 12.5  # measured: 11.4 GiB peak RSS
+    with pytest.raises(InputError, match=r"denoiser: building needs about 20\.6 GiB of memory \(5\.7 GiB of weights, "
+                                         r"21986 nodes\), and 16\.0 GiB is available; build from an fp16 export"):
+        plan_memory("denoiser", int(5.69 * (1 << 30)), 21986, budget_gib=16.0)  # its fp32 graph, a 16 GiB machine
 
 
 def test_typing_is_decided_by_the_modules_builder_flags():

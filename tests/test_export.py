@@ -149,6 +149,11 @@ def test_engine_dir_mismatches_are_refused(tmp_path, media, fp32_dir):
     _refused(tmp_path, *run, "--engine-dir", str(tmp_path / "none"), match="engine directory not found")
     _refused(tmp_path, *run, "--backend", "onnxruntime", match="needs --engine-dir")
     _refused(tmp_path, *run, "--engine-dir", str(fp32_dir), "--dtype", "fp16", match="holds fp32 graphs")
+    # settings outside the export's shape ranges, before any work
+    _refused(tmp_path, *run, "--engine-dir", str(fp32_dir), "--size", "320",
+             match="its graphs take frames of 64 to 256 px, not 320 px; use settings inside that range")
+    _refused(tmp_path, *run, "--engine-dir", str(fp32_dir), "--frames-per-clip", "20", "--motion-frames", "0",
+             match="its graphs take clips of 1 to 16 frames, not 20 frames")
     partial = tmp_path / "partial"
     shutil.copytree(fp32_dir, partial)
     (partial / "denoiser.onnx").unlink()

@@ -26,7 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--components",
                    help=f"comma-separated subset of: {', '.join(COMPONENTS)} (EchoMimic: "
                         f"{', '.join(ECHOMIMIC_COMPONENTS)}); default: all of the export's model family")
-    p.add_argument("--workspace", type=float, metavar="GiB", help="cap on the builder's scratch memory")
+    p.add_argument("--workspace", type=float, metavar="GiB",
+                   help="cap on the device memory the engine may use (TensorRT's workspace pool; default: "
+                        "TensorRT's, 64 GiB with TensorRT for RTX)")
+    p.add_argument("--max-memory", type=float, metavar="GiB",
+                   help="memory a build may use (default: what is available when it starts); a component that "
+                        "would need more is refused before any build starts")
+    p.add_argument("--frames", metavar="LO:HI",
+                   help="clip lengths the profiles cover (default: the export's minimum up to the run preset's clip, "
+                        "16 for hallo-sd15)")
+    p.add_argument("--size", metavar="LO:HI",
+                   help="frame sizes the profiles cover (default: the run preset's, 512 for hallo-sd15)")
+    p.add_argument("--full-range", action="store_true",
+                   help="profiles over every shape the export allows (needs far more build memory)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
                    help="builder optimisation level (0: fastest build; default 3)")
     p.add_argument("--opt-point", action="append", default=[], metavar="FRAMES,MOTION,SIZE",
@@ -53,6 +65,7 @@ def _point(text: str) -> tuple[int, int, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..engine.build_ranges import parse_span
     from ..engine.engine_dir import EngineSettings, build_engine_dir
     from ..engine.refit import refit_engine_dir
     from ..errors import InputError
@@ -71,13 +84,17 @@ def _run(args: argparse.Namespace) -> int:
         if unknown or not components:
             raise InputError(f"unknown component(s) {', '.join(unknown) or '(none given)'}; "
                              f"choose from {', '.join(known)}")
-    if args.workspace is not None and args.workspace <= 0:
-        raise InputError("--workspace must be > 0 GiB")
+    for option, value in (("--workspace", args.workspace), ("--max-memory", args.max_memory)):
+        if value is not None and not value > 0:
+            raise InputError(f"{option} must be > 0 GiB")
     settings = EngineSettings(
         flavour=args.flavour, precision=args.precision,
         targets=tuple(parse_sm(t) for t in args.target.split(",") if t.strip()) if args.target else (),
         points=tuple(_point(p) for p in args.opt_point), optimization_level=args.opt_level,
-        workspace_gib=args.workspace, refittable=args.refittable)
+        workspace_gib=args.workspace, refittable=args.refittable,
+        frames=parse_span(args.frames, "frames") if args.frames else None,
+        size=parse_span(args.size, "size") if args.size else None,
+        full_range=args.full_range, max_memory_gib=args.max_memory)
 
     def done(b) -> None:
         say(f"{b.name:14s} {b.bytes / 2**20:9.1f} MiB {b.seconds:7.1f} s  peak RSS {b.peak_rss_mib / 1024:5.1f} GiB"

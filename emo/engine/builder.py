@@ -6,6 +6,8 @@ whose inputs are not the IO spec's, or the builder's own first error.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +30,16 @@ class BuildOptions:
     workspace_gib: float | None = None  # cap on the builder's scratch memory
     refittable: bool = False  # weights can be replaced later without a rebuild
     user_allocation: bool = False  # REQUIRE_USER_ALLOCATION: all memory from the runtime, so enqueues can be captured
+
+
+_OOM = re.compile(r"OutOfMemory \(Requested size was (\d+) bytes")
+
+
+def _largest(profiles: list[Profile]) -> str:
+    """The largest point a build's profiles reach, in words (for out-of-memory reports)."""
+    hi = {name: shape[2] for p in profiles for name, shape in p.shapes.items()}
+    biggest = max(hi.items(), key=lambda kv: math.prod(kv[1]), default=("(none)", ()))
+    return f"{biggest[0]} {'x'.join(map(str, biggest[1]))}"
 
 
 def _first_line(text: str) -> str:
@@ -110,8 +122,15 @@ def build_plan(trt: ModuleType, component: str, onnx_path: Path, spec: Component
     _add_profiles(trt, builder, config, component, io, profiles)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise BuildError(f"{component}: TensorRT could not build the engine: "
-                         f"{_first_line(errors[0]) if errors else 'no reason given'}")
+        reason = _first_line(errors[0]) if errors else "no reason given"
+        asked = _OOM.search(reason)
+        if asked:
+            pool = f"--workspace {options.workspace_gib:g} GiB" if options.workspace_gib else "TensorRT's default pool"
+            raise BuildError(f"{component}: the engine would need more device memory than {pool} allows at its "
+                             f"largest profile shapes ({_largest(profiles)}; TensorRT asked for "
+                             f"{int(asked.group(1)) / (1 << 30):.1f} GiB); narrow the profiles (--frames, --size)"
+                             + (" or raise --workspace" if options.workspace_gib else ""))
+        raise BuildError(f"{component}: TensorRT could not build the engine: {reason}")
     with open(out_path, "wb") as f:
         f.write(plan)
     return io

@@ -20,7 +20,9 @@ from ..errors import InputError
 from ..io_spec import component_names, component_specs
 from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, file_sha256, read_manifest, tool_versions
 from ..tensorrt.flavours import Flavour, import_flavour, resolve_flavour, sm_name
+from .build_ranges import Span, build_ranges
 from .builder import BuildError, BuildOptions
+from .memory import available_gib, graph_nodes, plan_memory
 from .precision import network_typing, quantized_types
 from .profiles import Point, component_profiles, default_point
 
@@ -34,8 +36,12 @@ class EngineSettings:
     targets: tuple[int, ...] = ()  # () = the flavour's default
     points: tuple[Point, ...] = ()  # opt points of the profiles; () = the export's opt point
     optimization_level: int = 3
-    workspace_gib: float | None = None
+    workspace_gib: float | None = None  # cap on the engine's device memory (TensorRT's pool); None: its default
     refittable: bool = False
+    frames: Span | None = None  # clip lengths the profiles cover; None: up to the run preset's (`build_ranges`)
+    size: Span | None = None  # frame sizes the profiles cover; None: the run preset's
+    full_range: bool = False  # profiles over every shape the export allows
+    max_memory_gib: float | None = None  # memory budget of a build; None: what is available when it starts
 
 
 @dataclass(frozen=True)
@@ -94,10 +100,11 @@ def build_targets(flavour: Flavour, requested: tuple[int, ...]) -> tuple[tuple[i
     return (), (here,), torch.cuda.get_device_name()
 
 
-def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dict, tools: dict) -> Manifest:
+def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dict, tools: dict,
+                    ranges: dict) -> Manifest:
     """A fresh manifest, or the existing one's components when it was built the same way from the same export."""
     fresh = Manifest(format="tensorrt", precision=precision, opset=source.opset, model_config=source.model_config,
-                     config_hash=source.config_hash, weights_hash=source.weights_hash, ranges=source.ranges,
+                     config_hash=source.config_hash, weights_hash=source.weights_hash, ranges=ranges,
                      tools=tools, engine=engine, family=source.family)
     if not (out_dir / MANIFEST_FILE).is_file():
         return fresh
@@ -106,7 +113,7 @@ def _start_manifest(out_dir: Path, source: Manifest, precision: str, engine: dic
     except EngineDirError:
         return fresh
     def how(m: Manifest) -> tuple:
-        return (m.config_hash, m.weights_hash, m.precision, m.ranges,
+        return (m.config_hash, m.weights_hash, m.precision, m.shape_ranges(),  # lists from JSON, tuples here
                 {k: v for k, v in (m.engine or {}).items() if k != "built_at"})
 
     if how(old) == how(fresh):
@@ -132,8 +139,10 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     if settings.refittable and flavour.aot_targets and gpu is None and not _cuda_available():
         raise InputError(f"{flavour.name} compiles refittable plans with the GPU's JIT (its CUDA check fails "
                          f"here): build --refittable on a machine with a GPU, or without --refittable")
-    cfg, ranges = source.model(), source.shape_ranges()
+    cfg = source.model()
+    ranges = build_ranges(cfg, source.shape_ranges(), settings.frames, settings.size, settings.full_range)
     specs = component_specs(cfg, ranges)
+    budget = settings.max_memory_gib if settings.max_memory_gib is not None else available_gib()
     points = [default_point(ranges)] + [p for p in settings.points if p != default_point(ranges)]
     # TensorRT for RTX captures an enqueue in a CUDA graph only from a plan that takes all its memory from the
     # runtime (which the tensorrt backend gives every context): set wherever the flavour has the flag
@@ -144,10 +153,10 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
               "gpu": gpu, "optimization_level": settings.optimization_level, "refittable": settings.refittable,
               "workspace_gib": settings.workspace_gib, "user_allocation": user_allocation,
               "opt_points": [list(p) for p in points],
-              "source_precision": source.precision,
+              "source_precision": source.precision, "export_ranges": source.ranges,
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     manifest = _start_manifest(out_dir, source, settings.precision or source.precision, engine,
-                               tool_versions("onnx") | {flavour.name: trt.__version__})
+                               tool_versions("onnx") | {flavour.name: trt.__version__}, ranges.to_dict())
     jobs = []
     for name in components:  # check everything a build needs before the first (slow) build starts
         entry, spec = source.components[name], specs[name]
@@ -159,10 +168,11 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
             profiles = component_profiles(cfg, ranges, spec, points)
         except ValueError as e:
             raise InputError(str(e)) from None
-        jobs.append((name, entry, spec, graph, typing, profiles))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, entry, spec, graph, typing, profiles in jobs:
         source_files = [graph] + ([export_dir / entry.data_file] if entry.data_file else [])
+        memory = plan_memory(name, sum(f.stat().st_size for f in source_files), graph_nodes(graph), budget)
+        jobs.append((name, entry, spec, graph, typing, profiles, source_files, memory))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, entry, spec, graph, typing, profiles, source_files, memory in jobs:
         plan = out_dir / f"{name}.plan"
         tmp = out_dir / f".{name}.plan.tmp"
         try:
@@ -176,7 +186,7 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
             sha256=file_sha256(plan), source_sha256=file_sha256(*source_files),
             profiles=[p.to_dict() for p in profiles], network_io=result["network_io"],
             build={"seconds": result["seconds"], "peak_rss_mib": result["peak_rss_mib"],
-                   "strongly_typed": typing.strongly_typed, "flags": list(typing.flags)})
+                   "strongly_typed": typing.strongly_typed, "flags": list(typing.flags), "memory": memory.to_dict()})
         manifest.write(out_dir)
         if on_done is not None:
             on_done(BuiltPlan(name, plan.name, plan.stat().st_size, result["seconds"], result["peak_rss_mib"]))

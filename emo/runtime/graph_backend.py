@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..io_spec import ComponentSpec, component_specs, kv_names
-from ..manifest import Manifest, check_audio_length
+from ..manifest import EngineDirError, Manifest, check_audio_length
 from ..models.transformer import RefKV
 from ..preprocess.portrait import Portrait
 from ..sampling.conditioning import ClipConditioning, StepInputs, VideoConditioning
@@ -48,6 +48,20 @@ class GraphBackend(ABC):
         self.cfg = manifest.model()
         self.precision = manifest.precision
         self.specs: dict[str, ComponentSpec] = component_specs(self.cfg, manifest.shape_ranges())
+
+    def check_run(self, run) -> None:
+        """Refuse, in one line and before any work, a clip length, motion-frame count or frame size outside the
+        ranges the graphs were exported (or the plans built) for."""
+        r = self.manifest.shape_ranges()
+        kind, remedy = ("plans", "rebuild them with emo-build-engine --frames / --size") \
+            if self.manifest.format == "tensorrt" else ("graphs", "re-export with emo-export --ranges")
+        for what, value, (lo, _, hi), unit in (("clips of", run.frames, r.frames, " frames"),
+                                               ("a first clip of", run.first_clip_frames, r.frames, " frames"),
+                                               ("motion frames:", run.motion_frames, r.motion_frames, ""),
+                                               ("frames of", run.size, r.size, " px")):
+            if value is not None and not lo <= value <= hi:
+                raise EngineDirError(f"{self.directory}: its {kind} take {what} {lo} to {hi}{unit}, not "
+                                     f"{value}{unit}; use settings inside that range or {remedy}")
 
     @abstractmethod
     def call(self, component: str, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

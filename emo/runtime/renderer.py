@@ -263,6 +263,8 @@ class Renderer:
     def prepare(self, image: str | Path, audio: str | Path, run: RunConfig) -> Prepared:
         """Decode and check the inputs, detect the face, compute the audio features (no diffusion yet)."""
         check_backend_runs(self.backend.name, run)
+        if hasattr(self.backend, "check_run"):  # graph backends: the shapes their graphs or plans take
+            self.backend.check_run(run)
         portrait, samples = decode_inputs(image, audio, run, self.cfg, self.detector, self.embedder,
                                           self.vocal_separator, self.face_expand_ratio, self.crop_scale)
         with self._model_turn(reentrant=True):
