@@ -39,20 +39,20 @@ def _mib(*paths: Path) -> float:
 
 
 def _export_dir(fp32_dir: Path, graph: Path, out: Path, fmt: str, error: dict, layers: int, args) -> None:
-    """An export directory holding the Q/DQ denoiser `graph` (moved there) and its manifest."""
+    """An export directory holding the Q/DQ denoiser `graph` (moved there, its side file keeping the name the
+    graph refers to) and its manifest."""
     fp32 = read_manifest(fp32_dir, "onnx", ("denoiser",))
     out.mkdir(exist_ok=True)
     data = graph.with_name(graph.name + ".data")
-    graph.replace(out / "denoiser.onnx")
+    graph.replace(out / graph.name)
     if data.is_file():
-        data.replace(out / "denoiser.onnx.data")
-    entry = fp32.components["denoiser"]
-    has_data = (out / "denoiser.onnx.data").is_file()
-    size = _mib(out / "denoiser.onnx", out / "denoiser.onnx.data")
+        data.replace(out / data.name)
+    has_data = (out / data.name).is_file()
+    size = sum(f.stat().st_size for f in (out / graph.name, out / data.name) if f.is_file())
     Manifest(format="onnx", precision=fmt, opset=fp32.opset, model_config=fp32.model_config,
              config_hash=fp32.config_hash, weights_hash=fp32.weights_hash, ranges=fp32.ranges,
-             components={"denoiser": GraphEntry("denoiser.onnx", "denoiser.onnx.data" if has_data else None,
-                                                int(size * 2**20), fmt, entry.spec, 0.0)},
+             components={"denoiser": GraphEntry(graph.name, data.name if has_data else None, size, fmt,
+                                                fp32.components["denoiser"].spec, 0.0)},
              tools=fp32.tools | tool_versions("onnx", "onnxruntime"), family=fp32.family,
              quantization={"format": fmt, "policy": POLICY.to_dict(), "layers": layers,
                            "calibration": f"bench/calibrate_real_size.py --size {args.size} --frames {args.frames} "

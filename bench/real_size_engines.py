@@ -60,7 +60,8 @@ def main() -> int:
     p.add_argument("--opt-level", default="3")
     p.add_argument("--target", help="default: emo-build-engine's (sm_80,sm_86,sm_89,sm_120,sm_121)")
     p.add_argument("--full-range-check", action="store_true",
-                   help="also try the denoiser with profiles over the export's whole range (expected to fail)")
+                   help="also build the denoiser with profiles over the export's whole range, with TensorRT's default "
+                        "workspace pool and with an 8 GiB one, and with the preset's shapes and an 8 GiB pool")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     work = args.work_dir
@@ -94,10 +95,13 @@ def main() -> int:
         if step(f"build-{fmt}", [_tool("emo-build-engine"), str(work / f"{fmt}-fp16"), "--out",
                                  str(work / f"plans-{fmt}"), "--precision", fmt, *opts])["exit_code"] == 0:
             plans[fmt] = _plans(work / f"plans-{fmt}")
-    if args.full_range_check:
-        step("build-fp16-denoiser-full-range", [_tool("emo-build-engine"), str(work / "fp16"), "--out",
-                                                str(work / "plans-full-range"), "--components", "denoiser",
-                                                "--full-range", "--opt-level", "0", "--target", "sm_89"])
+    if args.full_range_check:  # the denoiser's device-memory bound: preset shapes vs the export's whole range
+        fast = ["--components", "denoiser", "--opt-level", "0", "--target", "sm_89"]
+        for name, extra in (("denoiser-full-range", ["--full-range"]),
+                            ("denoiser-full-range-workspace-8", ["--full-range", "--workspace", "8"]),
+                            ("denoiser-workspace-8", ["--workspace", "8"])):
+            step(f"build-fp16-{name}", [_tool("emo-build-engine"), str(work / "fp16"), "--out",
+                                        str(work / f"plans-{name}"), *fast, *extra])
     versions = {}
     for name in ("emo-runtime", "tensorrt-rtx", "onnx", "numpy"):
         try:

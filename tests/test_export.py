@@ -234,3 +234,11 @@ def test_exports_one_component_at_a_time_add_to_the_directory(tmp_path):
                      "--max-audio-seconds", "5")
     assert rc == 0, err
     assert set(read_manifest(out, "onnx").components) == {"audioproj"}
+
+
+def test_the_preset_of_an_engine_dir_sets_the_default_run(fp32_dir, tmp_path):
+    """emo-run and emo-bench render an export (or a plan dir) at its model preset's settings unless told otherwise."""
+    from emo.runtime.factory import exported_preset
+
+    assert exported_preset(str(fp32_dir)) == "tiny"
+    assert exported_preset(str(tmp_path)) is None and exported_preset(None) is None

@@ -206,3 +206,30 @@ def test_qdq_graphs_convert_with_their_8bit_weights(tiny_export, tmp_path, fmt):
     # Q/DQ graph run again
     assert cosine(exact, want) < cosine(want, got) < 1 - 1e-7, (cosine(exact, want), cosine(want, got))
     assert cosine(want, got) > 0.9
+
+
+def test_a_quantized_export_converts_through_the_command(tiny_export, tmp_path):
+    """An INT8 export directory (Q/DQ denoiser + manifest, as emo-calibrate writes one) converts with its quantization
+    record kept; the converted Q/DQ graph passes the export checks."""
+    pytest.importorskip("ml_dtypes")
+    from emo.calibration.policy import POLICIES
+    from emo.calibration.qdq import quant_targets, quantize_graph
+    from emo.manifest import GraphEntry
+
+    src = read_manifest(tiny_export, "onnx", ("denoiser",))
+    policy = POLICIES["default"].with_components(("denoiser",))
+    targets = quant_targets(onnx.load(str(tiny_export / "denoiser.onnx")), policy)
+    q = tmp_path / "int8"
+    q.mkdir()
+    quantize_graph(tiny_export / "denoiser.onnx", q / "denoiser.onnx", {t.activation: 4.0 for t in targets}, policy,
+                   "int8")
+    e = src.components["denoiser"]
+    src.components = {"denoiser": GraphEntry("denoiser.onnx", None, (q / "denoiser.onnx").stat().st_size, "int8",
+                                             e.spec)}
+    src.precision, src.quantization = "int8", {"format": "int8", "policy": policy.to_dict()}
+    src.write(q)
+    rc, err = quiet(export_main, "--from-export", str(q), "--precision", "fp16", "--out", str(tmp_path / "half"))
+    assert rc == 0, err
+    m = read_manifest(tmp_path / "half", "onnx")
+    assert (m.precision, m.quantization["format"], m.conversion["from"]) == ("fp16", "int8", "int8")
+    assert m.components["denoiser"].precision == "fp16"

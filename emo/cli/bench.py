@@ -268,13 +268,14 @@ def _run(args: argparse.Namespace) -> int:
     from ..config import PRESETS, RunOptions
     from ..errors import InputError
     from ..runtime.backend import resolve_device
-    from ..runtime.factory import GRAPH_BACKENDS, RendererSpec, build_renderer, load_models
+    from ..runtime.factory import GRAPH_BACKENDS, RendererSpec, build_renderer, exported_preset, load_models
 
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     if args.demo and args.preset:
         raise InputError("give --demo or --preset, not both")
-    preset = "demo" if args.demo else args.preset or ("hallo-sd15" if cuda else "tiny")
+    preset = "demo" if args.demo else args.preset or exported_preset(args.engine_dir) or \
+        ("hallo-sd15" if cuda else "tiny")
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     base = PRESETS[preset].run

@@ -9,8 +9,8 @@ nodes). A component whose estimate exceeds the budget (`--max-memory`, default: 
 build starts) is refused before any build starts.
 
 The builder's workspace pool is not host memory on these builds: it bounds the device memory the engine may use
-at its largest profile shapes (activations included), which is why profiles over every shape an export allows fail
-with "OutOfMemory" however small the workspace (docs/tensorrt.md); narrower profiles are the remedy.
+at its largest profile shapes (activations included), and a profile that needs more fails with "OutOfMemory"
+whatever the machine's memory (docs/tensorrt.md); narrower profiles or a larger pool are the remedy.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Optimisation profiles from the IO specs: every symbolic dimension and every shape input gets its min/opt/max.
 
-Every profile spans the whole range of the spec, so any shape the runtime may feed has a profile; profiles differ
-in their opt point (frames, motion frames, size), the shapes TensorRT tunes its kernels for. The runtime sizes its
-device memory for the shapes it actually runs (not the profile's max), so a wide range costs no memory; extra opt
-points are for users who render at more than one size or clip length and want kernels tuned for each.
+Every profile spans the whole of the build's ranges (`build_ranges`: by default the shapes the run preset uses), so
+any shape the runtime may feed has a profile; profiles differ in their opt point (frames, motion frames, size), the
+shapes TensorRT tunes its kernels for. The runtime sizes its device memory for the shapes it actually runs, but the
+builder must fit the largest shapes of a profile in its memory pool: that is why the default ranges are the
+preset's, not the export's. Extra opt points are for users who render at more than one size or clip length.
 """
 from __future__ import annotations
 

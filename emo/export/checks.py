@@ -21,6 +21,9 @@ Sigmoid Sign Sin Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Unsque
 """.split())
 
 
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})  # INT8/FP8 graphs (emo-calibrate): explicit quantization
+
+
 @dataclass
 class GraphReport:
     path: Path

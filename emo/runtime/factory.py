@@ -178,15 +178,21 @@ class RendererSpec:
 
     def _exported_preset(self) -> str | None:
         """The preset an engine directory's model is (its run size), None when not a preset."""
-        if not self.engine_dir:
-            return None
-        from ..manifest import MANIFEST_FILE
+        return exported_preset(self.engine_dir)
 
-        try:
-            name = json.loads((Path(self.engine_dir) / MANIFEST_FILE).read_text())["model_config"]["name"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return name if name in PRESETS else None
+
+def exported_preset(engine_dir: str | None) -> str | None:
+    """The preset an engine directory's model is (its graphs or plans take its settings), None when not a preset or
+    no directory."""
+    if not engine_dir:
+        return None
+    from ..manifest import MANIFEST_FILE
+
+    try:
+        name = json.loads((Path(engine_dir) / MANIFEST_FILE).read_text())["model_config"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if name in PRESETS else None
 
 
 def _check_cuda(device: str, needed: bool, backend: str) -> None:
