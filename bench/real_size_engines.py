@@ -63,7 +63,10 @@ def main() -> int:
                    help="also build the denoiser with profiles over the export's whole range, with TensorRT's default "
                         "workspace pool and with an 8 GiB one, and with the preset's shapes and an 8 GiB pool")
     p.add_argument("--json", type=Path)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the steps of an existing --json that succeeded (their outputs still in WORK_DIR)")
     args = p.parse_args()
+    done = json.loads(args.json.read_text())["steps"] if args.resume and args.json and args.json.is_file() else {}
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     build_opts = ["--opt-level", args.opt_level] + (["--target", args.target] if args.target else [])
@@ -74,6 +77,9 @@ def main() -> int:
     steps, plans = result["steps"], result["plans"]
 
     def step(name: str, cmd: list[str]) -> dict:
+        if done.get(name, {}).get("exit_code") == 0:
+            steps[name] = done[name] | {"resumed": True}
+            return steps[name]
         print(f"{name}: {' '.join(cmd)}", flush=True)
         steps[name] = _timed(cmd, work / f"{name}.log")
         print(f"  {steps[name]['wall_s']} s, peak {steps[name]['peak_rss_gib']} GiB: {steps[name]['last_line']}",
@@ -93,7 +99,8 @@ def main() -> int:
                                 "--out", str(work / f"{fmt}-fp16")])
         opts = build_opts if fmt == "int8" or args.target else ["--opt-level", args.opt_level, "--target", FP8_TARGETS]
         if step(f"build-{fmt}", [_tool("emo-build-engine"), str(work / f"{fmt}-fp16"), "--out",
-                                 str(work / f"plans-{fmt}"), "--precision", fmt, *opts])["exit_code"] == 0:
+                                 str(work / f"plans-{fmt}"), "--precision", fmt, "--components", "denoiser",
+                                 *opts])["exit_code"] == 0:
             plans[fmt] = _plans(work / f"plans-{fmt}")
     if args.full_range_check:  # the denoiser's device-memory bound: preset shapes vs the export's whole range
         fast = ["--components", "denoiser", "--opt-level", "0", "--target", "sm_89"]

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions (torch and torch-fast)")
     p.add_argument("--compile", nargs="?", const="graph", choices=["graph", "reduce-overhead"],
                    help="torch-fast's step through torch.compile (see emo-run --compile)")
+    p.add_argument("--fp8-scales", metavar="FILE",
+                   help="torch-fast's linear layers in FP8 with these scales (emo-calibrate --torch-scales; a GPU "
+                        "with FP8, sm_89 or newer)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="also profile one clip of STEPS denoising steps per backend with torch.profiler (top ops)")
     p.add_argument("--out", help="result JSON (default: <date>-<device>-bench.json in the current directory)")
@@ -291,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not names or set(names) - set(BACKENDS):
         raise InputError(f"--backends takes {', '.join(BACKENDS)}")
+    if args.fp8_scales and "torch-fast" not in names:
+        raise InputError("--fp8-scales is one of the torch-fast options: add torch-fast to --backends")
     dtype = args.dtype or ("fp16" if cuda else "fp32")
     kernels = _kernels(args.kernels)
     specs = {name: RendererSpec(
@@ -298,7 +303,8 @@ def _run(args: argparse.Namespace) -> int:
         engine_dir=args.engine_dir if name in GRAPH_BACKENDS else None, backend=name, device=str(dev),
         dtype=None if name in GRAPH_BACKENDS else dtype, kernels=kernels if name == "torch-fast" else None,
         channels_last=args.channels_last, fast_on_cpu=not cuda,
-        compile=args.compile if name == "torch-fast" else None) for name in names}
+        compile=args.compile if name == "torch-fast" else None,
+        fp8_scales=args.fp8_scales if name == "torch-fast" else None) for name in names}
     for spec in specs.values():
         spec.check()
     torch_specs = [s for s in specs.values() if s.backend not in GRAPH_BACKENDS]
@@ -310,6 +316,7 @@ def _run(args: argparse.Namespace) -> int:
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": env,
               "settings": {"preset": preset, "dtype": dtype, "device": str(dev), "kernels": list(kernels),
                            "channels_last": args.channels_last, "compile": args.compile,
+                           "fp8_scales": args.fp8_scales,
                            "run": run.__dict__ | {"motion_scale": list(run.motion_scale)},
                            "clips": args.clips, "warmup": args.warmup},
               "results": {}, "complete": False}

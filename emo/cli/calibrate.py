@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="frame side of the calibration renders (default: the preset's)")
     p.add_argument("--frames-per-clip", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-scales", metavar="FILE",
+                   help="with --precision fp8: also write the FP8 scales of the torch-fast step (emo-run --backend "
+                        "torch-fast --fp8-scales FILE) from the same calibration")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
@@ -60,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
     check_out_dir(out)
     if args.seconds <= 0:
         raise InputError("--seconds must be > 0")
+    if args.torch_scales and args.precision != "fp8":
+        raise InputError("--torch-scales is for --precision fp8 (the torch step's FP8 matmuls)")
+    if args.torch_scales and not Path(args.torch_scales).resolve().parent.is_dir():
+        raise InputError(f"--torch-scales {args.torch_scales}: its directory does not exist")
     policy = POLICIES[args.policy].with_keep(tuple(args.keep))
     if args.components:
         policy = policy.with_components(tuple(c.strip() for c in args.components.split(",") if c.strip()))
@@ -75,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         run = _run_config(args, models.cfg.name)
         say(f"exporting the fp32 graphs of {models.cfg.name}")
         export_models(models, work / "fp32", "fp32")
+        keys = _denoiser_keys(models) if args.torch_scales else None
         del models
         settings = CalibrationSettings(run, args.seed, args.min_psnr, args.accept_accuracy_loss,
                                        extra={"seconds": args.seconds})
@@ -83,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         except GateFailed as e:
             print(f"{PROG}: accuracy gate: {e}", file=sys.stderr)
             return GATE_FAILED
+        if keys is not None:
+            _write_torch_scales(Path(args.torch_scales), work / "fp32", out, keys, policy, say)
     gate = m.quantization["gate"]
     say(f"{PROG}: wrote {args.precision} export to {out}: held-out frames {gate['frames']['psnr_db']:.1f} dB PSNR "
         f"vs fp32 (gate {gate['min_psnr_db']:g} dB{', accepted below it' if gate['accepted_loss'] else ''})")
@@ -92,6 +102,36 @@ def _run(args: argparse.Namespace) -> int:
         say(f"  {name:10s} max |err| {e['max_abs']:.3g} (output up to {e['max_ref']:.3g}), mean {e['mean_abs']:.3g},"
             f" cosine {e['cosine']:.5f}")
     return 0
+
+
+def _denoiser_keys(models) -> dict[str, str]:
+    from ..calibration.torch_scales import module_keys
+    from ..errors import InputError
+
+    if models.cfg.family != "hallo":
+        raise InputError("--torch-scales: the torch-fast step runs Hallo models")
+    return module_keys(models.net.denoising_unet)
+
+
+def _write_torch_scales(path: Path, fp32_dir: Path, out: Path, keys: dict[str, str], policy, say) -> None:
+    """The torch step's scales from the denoiser ranges the calibration recorded (written to a temporary name,
+    renamed when complete)."""
+    import json
+
+    from ..calibration.build import CALIBRATION_FILE
+    from ..calibration.torch_scales import scales_from_graph
+    from ..errors import InputError
+
+    record = json.loads((out / CALIBRATION_FILE).read_text())["components"]
+    if "denoiser" not in record:
+        raise InputError("--torch-scales needs the denoiser among the quantized components")
+    matched = scales_from_graph(fp32_dir / "denoiser.onnx", record["denoiser"]["amax"], keys, policy)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(matched.scales.to_json(), indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    say(f"{PROG}: wrote torch-fast FP8 scales of {matched.matched} layers to {path}"
+        + (f" ({len(matched.unmatched)} graph layers without a module of the same weight)" if matched.unmatched
+           else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

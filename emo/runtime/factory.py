@@ -49,7 +49,7 @@ class RendererSpec:
     fast_on_cpu: bool = False  # let torch-fast run its code path on the CPU in fp32 (emo-bench's harness, tests)
     family: str | None = None  # hallo, echomimic, echomimic-acc (None: what the model source is)
     compile: str | None = None  # torch-fast: the step through torch.compile, "graph" or "reduce-overhead"
-    fp8_scales: str | None = None  # torch-fast: FP8 linear layers with this scales file (emo.calibration.linear_amax)
+    fp8_scales: str | None = None  # torch-fast: FP8 linear layers with this scales file (emo-calibrate --torch-scales)
 
     def sources(self) -> list[str]:
         return [name for name, given in (("models", self.models), ("engine_dir", self.engine_dir),
