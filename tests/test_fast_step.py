@@ -194,6 +194,27 @@ def test_fp8_step_by_emulation_follows_the_policy(prepared, tmp_path):
     assert 0 < rel < 0.6, rel  # random weights amplify rounding (~0.4 here): fidelity is measured on the demo model
 
 
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_fp8_qkv_fuse_into_one_fp8_gemm(per_channel):
+    """Self-attention's three FP8 projections (one input scale: one input) become one FP8 layer over the stacked
+    8-bit weights, computing what the three did; cross-attention and projections of other input scales stay."""
+    torch.manual_seed(2)
+    attn = Attention(32, 4, 8)
+    x = torch.randn(2, 10, 32)
+    amax = float(x.abs().max())
+    for name in ("to_q", "to_k", "to_v"):
+        setattr(attn, name, Fp8Linear.from_linear(getattr(attn, name), amax, per_channel, emulate=True))
+    separate = attn(x)
+    assert attn.fuse_qkv()
+    fused = attn.__dict__["_qkv_fp8"]
+    assert fused.weight_fp8.dtype == torch.float8_e4m3fn and fused.weight_fp8.shape == (96, 32)
+    assert torch.equal(fused.weight_fp8.view(torch.uint8),
+                       torch.cat([getattr(attn, n).weight_fp8 for n in ("to_q", "to_k", "to_v")]).view(torch.uint8))
+    torch.testing.assert_close(attn(x), separate, atol=1e-6, rtol=1e-5)
+    attn.to_k = Fp8Linear.from_linear(nn.Linear(32, 32, bias=False), 2 * amax, per_channel, emulate=True)
+    assert not attn.fuse_qkv() and "_qkv_fp8" not in attn.__dict__  # another input scale: left separate
+
+
 def test_node_names_match_the_exporters_scopes():
     assert node_name("audio_modules.0.attn1.to_q", nn.Linear(1, 1)) == "/denoiser/audio_modules.0/attn1/to_q/Gemm"
     assert node_name("down_blocks.1.resnets.0.conv_shortcut", nn.Conv2d(1, 1, 1)) == (

@@ -39,22 +39,34 @@ class Attention(nn.Module):
 
     def fuse_qkv(self) -> bool:
         """Concatenate to_q/to_k/to_v's weights (3·inner, c) for self-attention; call it once the weights are on
-        their final device and dtype (a later cast or reload leaves the fused copy stale: call it again). False,
-        and nothing fused, where the projections are not plain Linear layers (e.g. FP8) or k/v take another width."""
-        plain = all(type(m) is nn.Linear for m in (self.to_q, self.to_k, self.to_v))
-        if not plain or self.to_k.in_features != self.to_q.in_features:
-            self.__dict__.pop("_qkv_weight", None)
+        their final device and dtype (a later cast or reload leaves the fused copy stale: call it again). FP8
+        projections (torch-fast's) fuse into one FP8 layer when they share their input scale, as self-attention's
+        do. False, and nothing fused, where the projections are other layers or k/v take another width."""
+        self.__dict__.pop("_qkv_weight", None)
+        self.__dict__.pop("_qkv_fp8", None)
+        layers = (self.to_q, self.to_k, self.to_v)
+        if self.to_k.in_features != self.to_q.in_features:
             return False
-        with torch.no_grad():
-            self.__dict__["_qkv_weight"] = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        if all(type(m) is nn.Linear for m in layers):
+            with torch.no_grad():
+                self.__dict__["_qkv_weight"] = torch.cat([m.weight for m in layers])
+            return True
+        concatenated = getattr(type(self.to_q), "concatenated", None)  # FP8 layers (runtime.fp8_linear) have it
+        if concatenated is None:
+            return False
+        try:
+            self.__dict__["_qkv_fp8"] = concatenated(layers)
+        except ValueError:
+            return False
         return True
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of self-attention on x (b, l, c), split into heads: (b, h, l, d) each."""
-        fused = self.__dict__.get("_qkv_weight")
-        if fused is None:
+        fused, fp8 = self.__dict__.get("_qkv_weight"), self.__dict__.get("_qkv_fp8")
+        if fused is None and fp8 is None:
             return self.split_heads(self.to_q(x)), *self.kv(x)
-        q, k, v = F.linear(x, fused).chunk(3, dim=-1)  # b l c -> 3 x b l (h d)
+        qkv = F.linear(x, fused) if fp8 is None else fp8(x)
+        q, k, v = qkv.chunk(3, dim=-1)  # b l c -> 3 x b l (h d)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

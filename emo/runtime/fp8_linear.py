@@ -70,6 +70,29 @@ class Fp8Linear(nn.Module):
                     emulate: bool = False) -> "Fp8Linear":
         return cls(linear.weight, linear.bias, input_amax, per_channel, emulate)
 
+    @classmethod
+    def concatenated(cls, layers: tuple["Fp8Linear", ...]) -> "Fp8Linear":
+        """One layer computing the outputs of `layers` (same input, same input scale) side by side: their FP8
+        weights stacked as they are (no requantization), per-tensor weight scales spread over their rows."""
+        first = layers[0]
+        if any(type(m) is not Fp8Linear or m.in_features != first.in_features or m.emulate != first.emulate
+               or not torch.equal(m.input_scale, first.input_scale) for m in layers):
+            raise ValueError("only FP8 linear layers with the same input width, input scale and mode concatenate")
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        scales = [m.weight_scale.expand(m.out_features) if m.weight_scale.dim() == 0 else m.weight_scale
+                  for m in layers]
+        fused.register_buffer("weight_fp8", torch.cat([m.weight_fp8 for m in layers]))
+        fused.register_buffer("weight_scale", torch.cat(scales))
+        fused.register_buffer("input_scale", first.input_scale.clone())
+        biases = [m.bias if m.bias is not None else None for m in layers]
+        fused.register_buffer("bias", None if all(b is None for b in biases) else torch.cat(
+            [b if b is not None else torch.zeros(m.out_features, device=m.weight_fp8.device)
+             for b, m in zip(biases, layers, strict=True)]))
+        fused.in_features, fused.out_features = first.in_features, sum(m.out_features for m in layers)
+        fused.emulate = first.emulate
+        return fused
+
     def dequantized_weight(self) -> torch.Tensor:
         scale = self.weight_scale[:, None] if self.weight_scale.dim() else self.weight_scale
         return self.weight_fp8.float() * scale  # (out, in) float32
