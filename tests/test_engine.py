@@ -470,6 +470,15 @@ def test_bad_build_options_fail_in_one_line(export_dir, tmp_path, args, match):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_workspace_too_small_for_the_profiles_fails_in_one_line(export_dir, tmp_path):
+    rc, err = _cli(build_main, str(export_dir), "--out", str(tmp_path / "p"), "--components", "vae_decoder",
+                   "--workspace", "0.001", *FAST)
+    line = _one_line(err, "emo-build-engine")
+    assert rc == 2 and "vae_decoder: the engine would need more device memory than --workspace 0.001 GiB allows " \
+        "at its largest profile shapes (latents " in line and "narrow the profiles" in line, line
+    assert not (tmp_path / "p" / "vae_decoder.plan").exists()
+
+
 def test_full_range_profiles_span_the_export(export_dir, tmp_path):
     rc, err = _cli(build_main, str(export_dir), "--out", str(tmp_path / "p"), "--components", "face_locator",
                    "--full-range", *FAST)

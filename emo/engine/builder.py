@@ -38,6 +38,8 @@ _OOM = re.compile(r"OutOfMemory \(Requested size was (\d+) bytes")
 def _largest(profiles: list[Profile]) -> str:
     """The largest point a build's profiles reach, in words (for out-of-memory reports)."""
     hi = {name: shape[2] for p in profiles for name, shape in p.shapes.items()}
+    if "sample" in hi:  # the denoiser's latents say frames and size at once
+        return f"sample {'x'.join(map(str, hi['sample']))}"
     biggest = max(hi.items(), key=lambda kv: math.prod(kv[1]), default=("(none)", ()))
     return f"{biggest[0]} {'x'.join(map(str, biggest[1]))}"
 
@@ -124,12 +126,13 @@ def build_plan(trt: ModuleType, component: str, onnx_path: Path, spec: Component
     if plan is None:
         reason = _first_line(errors[0]) if errors else "no reason given"
         asked = _OOM.search(reason)
-        if asked:
+        if asked or "within workspace limit" in reason:  # the pool is too small for the largest profile shapes
             pool = f"--workspace {options.workspace_gib:g} GiB" if options.workspace_gib else "TensorRT's default pool"
+            size = f"; TensorRT asked for {int(asked.group(1)) / (1 << 30):.1f} GiB" if asked else \
+                "; no kernel fits in it"
             raise BuildError(f"{component}: the engine would need more device memory than {pool} allows at its "
-                             f"largest profile shapes ({_largest(profiles)}; TensorRT asked for "
-                             f"{int(asked.group(1)) / (1 << 30):.1f} GiB); narrow the profiles (--frames, --size)"
-                             + (" or raise --workspace" if options.workspace_gib else ""))
+                             f"largest profile shapes ({_largest(profiles)}{size}); narrow the profiles (--frames, "
+                             f"--size)" + (" or raise --workspace" if options.workspace_gib else ""))
         raise BuildError(f"{component}: TensorRT could not build the engine: {reason}")
     with open(out_path, "wb") as f:
         f.write(plan)
