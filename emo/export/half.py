@@ -184,37 +184,30 @@ class _Converter:
     def _boundary(self, spec: ComponentSpec, nodes: list) -> None:
         """Inputs and outputs typed as the IO spec says: FLOAT ones in the half type, "float32" ones kept, with a
         Cast between them and the half-precision compute."""
-        FLOAT32, g = self.onnx.TensorProto.FLOAT, self.graph
         types = {t.name: t.dtype for t in (*spec.inputs, *spec.outputs)}
-        front = []
-        for inp in g.input:
-            tt = inp.type.tensor_type
-            if tt.elem_type != FLOAT32:
-                continue
-            if types.get(inp.name, FLOAT) == FLOAT:
-                tt.elem_type = self.elem
-                continue
-            inner = self._name(inp.name)
-            for node in nodes:
-                for k, name in enumerate(node.input):
-                    if name == inp.name:
-                        node.input[k] = inner
-            front.append(self._cast(inp.name, inner, self.elem, self._name(f"{inp.name}_in")))
-        for out in g.output:
-            tt = out.type.tensor_type
-            if tt.elem_type != FLOAT32:
-                continue
-            if types.get(out.name, FLOAT) == FLOAT:
-                tt.elem_type = self.elem
-                continue
-            inner = self._name(out.name)
-            for node in nodes:
-                for k, name in enumerate(node.output):
-                    if name == out.name:
-                        node.output[k] = inner
-            nodes.append(self._cast(inner, out.name, FLOAT32, self._name(f"{out.name}_out")))
-        del g.node[:]
-        g.node.extend(front + nodes)
+        front = [c for v in self.graph.input if (c := self._retype(v, types, nodes, True)) is not None]
+        back = [c for v in self.graph.output if (c := self._retype(v, types, nodes, False)) is not None]
+        del self.graph.node[:]
+        self.graph.node.extend(front + nodes + back)
+
+    def _retype(self, value, types: dict[str, str], nodes: list, is_input: bool):
+        """Give a graph input or output its IO-spec type; -> the Cast a float32 one needs, else None."""
+        FLOAT32 = self.onnx.TensorProto.FLOAT
+        tt = value.type.tensor_type
+        if tt.elem_type != FLOAT32:
+            return None
+        if types.get(value.name, FLOAT) == FLOAT:
+            tt.elem_type = self.elem
+            return None
+        inner = self._name(value.name)  # the half-precision side of the boundary
+        for node in nodes:
+            names = node.input if is_input else node.output
+            for k, name in enumerate(names):
+                if name == value.name:
+                    names[k] = inner
+        if is_input:
+            return self._cast(value.name, inner, self.elem, self._name(f"{value.name}_in"))
+        return self._cast(inner, value.name, FLOAT32, self._name(f"{value.name}_out"))
 
 
 def convert_graph(src: str | Path, out_dir: str | Path, spec: ComponentSpec, half: str = "fp16",
