@@ -110,14 +110,15 @@ def main() -> int:
             step(f"build-fp16-{name}", [_tool("emo-build-engine"), str(work / "fp16"), "--out",
                                         str(work / f"plans-{name}"), *fast, *extra])
     versions = {}
-    for name in ("emo-runtime", "tensorrt-rtx", "onnx", "numpy"):
+    for name in ("emo-runtime", "tensorrt_rtx_cu13_bindings", "onnx", "numpy"):
         try:
             from importlib import metadata
 
             versions[name] = metadata.version(name)
         except Exception:  # noqa: BLE001 - a missing package is recorded as missing
             versions[name] = None
-    result["versions"] = versions
+    result["versions"] = versions | {"tensorrt-rtx (plans)": next(
+        (kind["_engine"]["version"] for kind in plans.values()), None)}
     peaks = [v["peak_rss_gib"] for kind in plans.values() for k, v in kind.items() if not k.startswith("_")]
     result["largest_plan_peak_rss_gib"] = max(peaks, default=None)
     result["all_within_20_gib"] = bool(peaks) and max(peaks) <= 20.0
