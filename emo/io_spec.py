@@ -69,9 +69,10 @@ class TensorSpec:
         return tuple(d if isinstance(d, int) else values[d] for d in self.shape)
 
     def numpy_dtype(self, precision: str) -> str:
-        """The array dtype a runtime feeds/reads for this tensor in a graph of `precision` ("fp32" | "fp16")."""
+        """The array dtype a runtime feeds/reads for this tensor in a graph of `precision` ("fp32" | "fp16" |
+        "bf16"; "bfloat16" is torch's and TensorRT's name, numpy has none)."""
         if self.dtype == FLOAT:
-            return "float16" if precision == "fp16" else "float32"
+            return {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
         return self.dtype
 
 

@@ -233,3 +233,36 @@ def test_a_quantized_export_converts_through_the_command(tiny_export, tmp_path):
     m = read_manifest(tmp_path / "half", "onnx")
     assert (m.precision, m.quantization["format"], m.conversion["from"]) == ("fp16", "int8", "int8")
     assert m.components["denoiser"].precision == "fp16"
+
+
+def test_bf16_export_is_for_tensorrt(tiny_export, tmp_path):
+    """emo-export --precision bf16 (by conversion) writes a bf16 export; ONNX Runtime and emo-verify refuse it in
+    one line (no bf16 kernels on the CPU), and where TensorRT for RTX is installed its plans bind bf16 tensors."""
+    from emo.cli.run import main as run_main
+    from emo.cli.verify import main as verify_main
+
+    out = tmp_path / "bf16"
+    rc, err = quiet(export_main, "--from-export", str(tiny_export), "--precision", "bf16", "--out", str(out))
+    assert rc == 0, err
+    m = read_manifest(out, "onnx")
+    assert m.precision == "bf16" and {e.precision for e in m.components.values()} == {"bf16", "fp32"}
+    for name in ("imageproj", "face_locator"):
+        g = _graph(out / f"{name}.onnx")
+        assert {v.type.tensor_type.elem_type for v in (*g.input, *g.output)} == {BF16}
+    types = {v.name: v.type.tensor_type.elem_type for v in _graph(out / "denoiser.onnx").input}
+    assert (types["sample"], types["timestep"]) == (BF16, F32)
+    rc, err = quiet(run_main, "x.png", "y.wav", "--engine-dir", str(out), "--backend", "onnxruntime",
+                    "-o", str(tmp_path / "x.mp4"))
+    assert rc == 2 and "holds bf16 graphs, which are for TensorRT" in one_error_line(err, "emo-run")
+    rc, err = quiet(verify_main, str(out), "--random", "tiny")
+    assert rc == 2 and "holds bf16 graphs" in one_error_line(err, "emo-verify")
+    pytest.importorskip("tensorrt_rtx_bindings")
+    from emo.cli.build_engine import main as build_main
+    from emo.tensorrt.plan_dir import open_plan_dir
+
+    rc, err = quiet(build_main, str(out), "--out", str(tmp_path / "plans"), "--components", "imageproj,face_locator",
+                    "--opt-level", "0", "--target", "sm_89", "--quiet")
+    assert rc == 0, err
+    plans, _ = open_plan_dir(tmp_path / "plans", components=("imageproj", "face_locator"))
+    (profile,) = plans.plans["face_locator"]
+    assert {b.dtype for b in profile.bindings} == {"bfloat16"}

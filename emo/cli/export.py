@@ -15,9 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     add_model_source(p, required=False)  # the trained demo model by default
     p.add_argument("--out", required=True, metavar="ENGINE_DIR", help="output directory (created if needed)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                   help="fp16: traced in float32, then converted graph by graph (norm statistics and softmax stay "
-                        "float32)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="fp16 / bf16: traced in float32, then converted graph by graph (norm statistics and softmax "
+                        "stay float32); bf16 graphs are for TensorRT (ONNX Runtime's CPU provider has no bf16 "
+                        "kernels)")
     p.add_argument("--from-export", metavar="FP32_DIR",
                    help="convert the graphs of this fp32 export to --precision instead of exporting a model "
                         "(no weights or torch tracing needed: seconds, where tracing is minutes)")
@@ -81,7 +82,7 @@ def _convert(args: argparse.Namespace, given: tuple[str, ...] | None, say) -> in
     if model_options:
         raise InputError(f"--from-export converts graphs as they are; {', '.join(model_options)} does not apply")
     if args.precision == "fp32":
-        raise InputError("--from-export converts to --precision fp16; the source is already fp32")
+        raise InputError("--from-export converts to --precision fp16 or bf16; the source is already fp32")
     manifest = convert_export(args.from_export, args.out, args.precision, given,
                               lambda g: say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
                                             + (f" + {g.data_file}" if g.data_file else "")))

@@ -17,7 +17,7 @@ from .graphs import component_module
 from .half import KEEP_FP32, convert_graph
 from .onnx_export import OPSET, ExportedGraph, export_component
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def _start_manifest(models: Models, out_dir: Path, precision: str, ranges: ShapeRanges, weights: str) -> Manifest:

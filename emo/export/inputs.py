@@ -5,7 +5,7 @@ import torch
 
 from ..io_spec import ComponentSpec
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
 
 
 def example_inputs(spec: ComponentSpec, values: dict[str, int], precision: str = "fp32", seed: int = 0

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..checkpoints.model_dir import Models
+from ..errors import InputError
 from ..geometry import size_unit
 from ..io_spec import component_specs, dim_values, trace_values
 from ..manifest import read_manifest
@@ -75,6 +76,9 @@ def verify_export(export_dir: str | Path, models: Models, components: tuple[str,
                   ) -> list[Comparison]:
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir, "onnx")
+    if manifest.precision == "bf16":
+        raise InputError(f"{export_dir} holds bf16 graphs: ONNX Runtime, which runs the comparison, has no bf16 "
+                         f"kernels on the CPU (compare the fp32 export, or the TensorRT plans on a GPU)")
     if models.cfg.config_hash() != manifest.config_hash:
         raise ValueError(f"{export_dir} was exported from another model config than the one given")
     specs = component_specs(manifest.model(), manifest.shape_ranges())

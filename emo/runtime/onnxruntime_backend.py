@@ -37,6 +37,9 @@ class OnnxRuntimeBackend(GraphBackend):
                  required: tuple[str, ...] = REQUIRED):
         ort = _ort()
         super().__init__(Path(export_dir), read_manifest(export_dir, "onnx", required))
+        if self.manifest.precision == "bf16":
+            raise EngineDirError(f"{export_dir} holds bf16 graphs, which are for TensorRT (emo-build-engine): ONNX "
+                                 f"Runtime runs fp32 and fp16 exports")
         self.providers = execution_providers(device, ort.get_available_providers())
         self.device, self.dtype = torch.device("cpu"), torch.float32  # host tensors; the provider owns its memory
         self._dtypes = {c: {t.name: t.numpy_dtype(self.manifest.components[c].precision) for t in spec.inputs}
