@@ -150,3 +150,15 @@ def test_plans_build_from_the_export(echo_export, tmp_path):
     assert m.family == "echomimic" and all(e.build["seconds"] > 0 for e in m.components.values())
     rc, err = _cli(run_main, "--demo", "--engine-dir", str(out), "-o", str(tmp_path / "x.mp4"), *RENDER)
     assert rc == 2 and "EchoMimic models run on the torch backend (not tensorrt)" in _one_line(err, "emo-run")
+
+
+def test_emo_verify_compares_every_graph_with_torch(echo_export, capsys):
+    """emo-verify takes the export's family from its manifest: each EchoMimic graph against the torch module it came
+    from, at two operating points."""
+    from emo.cli.verify import main as verify_main
+
+    assert verify_main([str(echo_export), "--demo", "--components", "denoiser,face_locator,vae_decoder"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert {(r[0], r[1]) for r in rows} == {(c, p) for c in ("denoiser", "face_locator", "vae_decoder")
+                                           for p in ("trace", "other")}
+    assert all(r[-1] == "ok" and float(r[3]) < 1e-4 for r in rows), rows
