@@ -25,6 +25,31 @@ from emo.quality.render import psnr, render_and_measure
 from emo.runtime.factory import RendererSpec, build_renderer, load_models
 
 
+def _measure(name: str, renderer, run, inputs: list, reference: list) -> list[dict]:
+    """Each input rendered from its seed: frame PSNR against the reference render, lip-sync r, seconds."""
+    rows = []
+    for k, (image, audio) in enumerate(inputs):
+        start = time.perf_counter()
+        report, frames = render_and_measure(renderer, run, image, audio, seed=k)
+        rows.append({"psnr_db": psnr(frames, reference[k]), "lip_sync_r": report.lip_sync_r,
+                     "seconds": round(time.perf_counter() - start, 2)})
+    print(f"{name}: " + ", ".join(f"{r['psnr_db']:.1f} dB r {r['lip_sync_r']:.3f}" for r in rows), flush=True)
+    return rows
+
+
+def _fp8_renderer(scales: Path, base: RendererSpec, device: str):
+    """torch-fast with the denoiser's linear layers in FP8: on tensor cores (fp16 elsewhere) on an FP8 GPU,
+    emulated in float32 on the CPU."""
+    from emo.runtime.fp8_convert import Fp8Scales
+    from emo.runtime.renderer import Renderer
+    from emo.runtime.torch_fast_backend import TorchFastBackend
+
+    emulate = device == "cpu"
+    backend = TorchFastBackend(load_models(base), device, "fp32" if emulate else "fp16", kernels=(),
+                               fp8=Fp8Scales.load(scales), fp8_emulate=emulate)
+    return f"torch-fast fp8{' (emulated)' if emulate else ''}", Renderer(backend), backend.fp8
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -33,6 +58,9 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=2)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--steps", type=int)
+    p.add_argument("--fp8-scales", type=Path,
+                   help="also torch-fast with FP8 linear layers at these scales (emo-calibrate --torch-scales); on "
+                        "the CPU the FP8 arithmetic is emulated (quantized operands, float32 products)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,15 +94,12 @@ def main() -> int:
                 except Exception as e:  # a combination this machine cannot run is recorded, not fatal
                     results["variants"][name] = {"error": f"{type(e).__name__}: {e}"}
                     continue
-                rows = []
-                for k, (image, audio) in enumerate(inputs):
-                    start = time.perf_counter()
-                    report, frames = render_and_measure(renderer, run, image, audio, seed=k)
-                    rows.append({"psnr_db": psnr(frames, reference[k]), "lip_sync_r": report.lip_sync_r,
-                                 "seconds": round(time.perf_counter() - start, 2)})
-                results["variants"][name] = rows
-                print(f"{name}: " + ", ".join(f"{r['psnr_db']:.1f} dB r {r['lip_sync_r']:.3f}" for r in rows),
-                      flush=True)
+                results["variants"][name] = _measure(name, renderer, run, inputs, reference)
+        if args.fp8_scales:
+            name, renderer, fp8 = _fp8_renderer(args.fp8_scales, base, device)
+            results["variants"][name] = _measure(name, renderer, run, inputs, reference)
+            results["fp8_layers"] = {"quantized": len(fp8.quantized), "kept": len(fp8.kept),
+                                     "uncalibrated": len(fp8.uncalibrated)}
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu",
            "torch": torch.__version__, "run": {"steps": run.steps, "guidance_scale": run.guidance_scale,
