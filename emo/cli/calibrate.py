@@ -127,8 +127,11 @@ def _write_torch_scales(path: Path, fp32_dir: Path, out: Path, keys: dict[str, s
         raise InputError("--torch-scales needs the denoiser among the quantized components")
     matched = scales_from_graph(fp32_dir / "denoiser.onnx", record["denoiser"]["amax"], keys, policy)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(matched.scales.to_json(), indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(matched.scales.to_json(), indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     say(f"{PROG}: wrote torch-fast FP8 scales of {matched.matched} layers to {path}"
         + (f" ({len(matched.unmatched)} graph layers without a module of the same weight)" if matched.unmatched
            else ""))

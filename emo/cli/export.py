@@ -64,12 +64,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_audio_seconds is not None:
         ranges = with_max_audio(ranges or default_ranges(models.cfg), args.max_audio_seconds)
 
+    manifest = export_models(models, args.out, args.precision, ranges, components, _reporter(say))
+    return 0 if args.skip_checks else _check(args.out, manifest, components, say)
+
+
+def _reporter(say):
+    """One line per graph written (exported or converted)."""
     def done(g) -> None:
         say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
             + (f" + {g.data_file}" if g.data_file else ""))
 
-    manifest = export_models(models, args.out, args.precision, ranges, components, done)
-    return 0 if args.skip_checks else _check(args.out, manifest, components, say)
+    return done
 
 
 def _convert(args: argparse.Namespace, given: tuple[str, ...] | None, say) -> int:
@@ -83,9 +88,7 @@ def _convert(args: argparse.Namespace, given: tuple[str, ...] | None, say) -> in
         raise InputError(f"--from-export converts graphs as they are; {', '.join(model_options)} does not apply")
     if args.precision == "fp32":
         raise InputError("--from-export converts to --precision fp16 or bf16; the source is already fp32")
-    manifest = convert_export(args.from_export, args.out, args.precision, given,
-                              lambda g: say(f"{g.name:14s} {g.bytes / 2**20:9.1f} MiB {g.seconds:7.1f} s  {g.file}"
-                                            + (f" + {g.data_file}" if g.data_file else "")))
+    manifest = convert_export(args.from_export, args.out, args.precision, given, _reporter(say))
     return 0 if args.skip_checks else _check(args.out, manifest, tuple(manifest.components), say)
 
 

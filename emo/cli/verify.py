@@ -27,8 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..manifest import manifest_family
 
     components = tuple(c.strip() for c in args.components.split(",")) if args.components else None
-    if args.family is None and manifest_family(args.engine_dir) not in (None, "hallo"):
-        args.family = manifest_family(args.engine_dir)  # an EchoMimic export: its model's family
+    exported = manifest_family(args.engine_dir)
+    if args.family is None and exported not in (None, "hallo"):
+        args.family = exported  # an EchoMimic export: its model's family
     results = verify_export(args.engine_dir, load_models(args), components, args.tolerance)
     print(f"{'component':14s} {'point':6s} {'prec':5s} {'max abs err':>12s} {'max |ref|':>10s} {'tol':>8s}")
     for r in results:

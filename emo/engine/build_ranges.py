@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import ECHOMIMIC_RUNS, PRESETS, ModelConfig, RunConfig, ShapeRanges
+from ..config import PRESETS, ModelConfig, ShapeRanges
 from ..errors import InputError
 from ..geometry import size_unit
 
@@ -23,12 +23,10 @@ Span = tuple[int, int]  # lo, hi
 def preset_point(cfg: ModelConfig, export: ShapeRanges) -> tuple[int, int]:
     """(clip frames, frame size) the model's run preset renders at; for a model that is no preset, the export's
     opt point."""
-    run: RunConfig | None = PRESETS[cfg.name].run if cfg.name in PRESETS else None
-    if run is None:
+    if cfg.name not in PRESETS:
         return export.frames[1], export.size[1]
-    frames = max(run.frames, *(r.frames for r in ECHOMIMIC_RUNS.values())) if cfg.family == "echomimic" \
-        else run.frames
-    return frames, run.size
+    run = PRESETS[cfg.name].run  # EchoMimic's: its context windows
+    return run.frames, run.size
 
 
 def parse_span(text: str, what: str) -> Span:

@@ -22,7 +22,7 @@ from ..manifest import MANIFEST_FILE, EngineDirError, GraphEntry, Manifest, file
 from ..tensorrt.flavours import Flavour, import_flavour, resolve_flavour, sm_name
 from .build_ranges import Span, build_ranges
 from .builder import BuildError, BuildOptions
-from .memory import available_gib, graph_nodes, plan_memory
+from .memory import available_gib, plan_memory
 from .precision import network_typing, quantized_types
 from .profiles import Point, component_profiles, default_point
 
@@ -127,6 +127,8 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     """Build `<component>.plan` for each requested component and write the manifest after each (an interrupted
     build leaves a valid directory with the plans done so far). Building into a directory made the same way from
     the same export adds to it; otherwise its manifest is replaced."""
+    import onnx
+
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     if components is None:  # every component of the export's model family
         components = component_names(read_manifest(export_dir, "onnx").model())
@@ -161,15 +163,17 @@ def build_engine_dir(export_dir: str | Path, out_dir: str | Path, settings: Engi
     for name in components:  # check everything a build needs before the first (slow) build starts
         entry, spec = source.components[name], specs[name]
         graph = export_dir / entry.file
+        model = onnx.load(str(graph), load_external_data=False)  # read once, here: node count and Q/DQ types
         requested = None if spec.fp32_only else settings.precision
-        quantized = quantized_types(graph) if requested in ("int8", "fp8") else Counter()
+        quantized = quantized_types(model) if requested in ("int8", "fp8") else Counter()
         typing = network_typing(trt, name, entry.precision, requested, quantized)
         try:
             profiles = component_profiles(cfg, ranges, spec, points)
         except ValueError as e:
             raise InputError(str(e)) from None
         source_files = [graph] + ([export_dir / entry.data_file] if entry.data_file else [])
-        memory = plan_memory(name, sum(f.stat().st_size for f in source_files), graph_nodes(graph), budget)
+        memory = plan_memory(name, sum(f.stat().st_size for f in source_files), len(model.graph.node), budget)
+        del model
         jobs.append((name, entry, spec, graph, typing, profiles, source_files, memory))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, entry, spec, graph, typing, profiles, source_files, memory in jobs:

@@ -61,9 +61,3 @@ def plan_memory(component: str, graph_bytes: int, nodes: int, budget_gib: float)
                          f"(emo-export --from-export, half the weights) or on a machine with more memory")
     return MemoryPlan(weights, need, budget_gib)
 
-
-def graph_nodes(path: Path) -> int:
-    """ONNX nodes of a graph (its weights not loaded)."""
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)

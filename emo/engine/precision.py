@@ -26,11 +26,14 @@ class Typing:
     precision: str  # what the engine computes in
 
 
-def quantized_types(onnx_path: Path) -> Counter:
-    """Q/DQ node counts by quantized type ("int8", "fp8") in a graph (weights not loaded)."""
-    import onnx
+def quantized_types(graph) -> Counter:
+    """Q/DQ node counts by quantized type ("int8", "fp8") in a graph: a path (weights not loaded) or a loaded
+    ModelProto."""
+    if isinstance(graph, (str, Path)):
+        import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+        graph = onnx.load(str(graph), load_external_data=False)
+    model = graph
     kinds = {i.name: i.data_type for i in model.graph.initializer}
     kinds |= {n.output[0]: a.t.data_type for n in model.graph.node if n.op_type == "Constant"
               for a in n.attribute if a.name == "value"}

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io_spec import FLOAT, ComponentSpec
+from .onnx_export import append_external, external_blob
 
 # Ops whose statistics or exponentials need float32: LayerNorm/GroupNorm (exported as InstanceNormalization
 # between reshapes) compute a mean and variance over thousands of values; softmax exponentiates attention scores.
@@ -87,28 +88,14 @@ class _Converter:
     def _cast(self, src: str, dst: str, to: int, name: str):
         return self.onnx.helper.make_node("Cast", [src], [dst], name=name, to=to)
 
-    def _read_external(self, t) -> bytes:
-        info = {e.key: e.value for e in t.external_data}
-        with open(self.src_dir / info["location"], "rb") as src:
-            src.seek(int(info.get("offset", 0)))
-            return src.read(int(info["length"])) if "length" in info else src.read()
-
-    def _write_external(self, t, blob: bytes) -> None:
-        offset = self.data_out.tell()
-        self.data_out.write(blob)
-        del t.external_data[:]
-        for key, value in (("location", self.data_name), ("offset", str(offset)), ("length", str(len(blob)))):
-            entry = t.external_data.add()
-            entry.key, entry.value = key, value
-
     def convert_tensor(self, t, to_half: bool = True) -> None:
         """A TensorProto (initializer or attribute) into the new graph: float32 ones to the half type when
         `to_half`, in place; weights kept outside the graph are streamed into the new data file either way."""
         onnx = self.onnx
         half = to_half and t.data_type == onnx.TensorProto.FLOAT
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            raw = self._read_external(t)
-            self._write_external(t, _half_bytes(raw, self.half) if half else raw)
+            raw = external_blob(t, self.src_dir)
+            append_external(t, _half_bytes(raw, self.half) if half else raw, self.data_out, self.data_name)
         elif half:
             a = onnx.numpy_helper.to_array(t)
             t.ClearField("float_data")

@@ -35,6 +35,24 @@ def _tensors(onnx, model):
                 yield attr.t
 
 
+def external_blob(t, base: Path) -> bytes:
+    """The bytes of a tensor whose data lives outside the graph, read from its file under `base`."""
+    info = {e.key: e.value for e in t.external_data}
+    with open(base / info["location"], "rb") as src:
+        src.seek(int(info.get("offset", 0)))
+        return src.read(int(info["length"])) if "length" in info else src.read()
+
+
+def append_external(t, blob: bytes, out, location: str) -> None:
+    """Write `blob` at the end of the open data file `out` (named `location`) and point the tensor `t` at it."""
+    offset = out.tell()
+    out.write(blob)
+    del t.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(blob)))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
 def _move_graph(onnx, traced: Path, final: Path, data_name: str) -> str | None:
     """Move the traced graph to `final`. torch writes graphs over 2 GB with one side file per tensor; those are
     gathered into one `data_name` file next to `final`, streaming one tensor at a time (no second copy of the
@@ -47,16 +65,7 @@ def _move_graph(onnx, traced: Path, final: Path, data_name: str) -> str | None:
     staged_data = traced.parent / data_name
     with open(staged_data, "wb") as out:
         for t in external:
-            info = {e.key: e.value for e in t.external_data}
-            with open(traced.parent / info["location"], "rb") as src:
-                src.seek(int(info.get("offset", 0)))
-                blob = src.read(int(info["length"])) if "length" in info else src.read()
-            offset = out.tell()
-            out.write(blob)
-            del t.external_data[:]
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(blob)))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
+            append_external(t, external_blob(t, traced.parent), out, data_name)
     staged = traced.parent / final.name
     onnx.save_model(model, str(staged))
     staged_data.replace(final.parent / data_name)
