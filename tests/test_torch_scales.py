@@ -46,6 +46,7 @@ def test_graph_layers_find_their_modules_by_weight(tiny_export):
 @pytest.mark.parametrize("args, match", [
     (["--precision", "int8", "--torch-scales", "s.json"], "--torch-scales is for --precision fp8"),
     (["--precision", "fp8", "--torch-scales", "no/such/dir/s.json"], "its directory does not exist"),
+    (["--precision", "fp8", "--torch-scales", "."], "is a directory; give a file name"),
 ])
 def test_torch_scales_option_refusals(tmp_path, args, match):
     rc, err = quiet(calibrate_main, "--random", "tiny", "--out", str(tmp_path / "q"), *args)

@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--torch-scales is for --precision fp8 (the torch step's FP8 matmuls)")
     if args.torch_scales and not Path(args.torch_scales).resolve().parent.is_dir():
         raise InputError(f"--torch-scales {args.torch_scales}: its directory does not exist")
+    if args.torch_scales and Path(args.torch_scales).is_dir():
+        raise InputError(f"--torch-scales {args.torch_scales} is a directory; give a file name")
     policy = POLICIES[args.policy].with_keep(tuple(args.keep))
     if args.components:
         policy = policy.with_components(tuple(c.strip() for c in args.components.split(",") if c.strip()))
